@@ -1,0 +1,50 @@
+"""`kbert <command>`: the command-line front end. Each command parses its flags and calls
+the library; errors a user can fix are printed as one line, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from kbert.convert import convert
+
+    out = convert(args.src, args.out, to=args.to, overwrite=args.overwrite)
+    print(f"wrote {args.to} model directory {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbert", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "convert", help="import a Hugging Face / TF1 checkpoint, or export to Hugging Face",
+        description="Converts SRC (a Hugging Face BERT directory, an original TF1 BERT "
+                    "checkpoint directory or a kbert model directory, recognised from its "
+                    "files) into OUT.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--to", choices=("kbert", "hf"), default="kbert",
+                   help="layout of OUT (default: kbert model directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(run=_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"kbert {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Functions that build Keras models; `build_encoder` is the BERT encoder itself."""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+
+from kbert.config import BertConfig
+from kbert.layers import get_activation
+
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+
+
+def encoder_inputs(max_length: int | None = None) -> dict[str, keras.KerasTensor]:
+    """`keras.Input`s named as in DESIGN.md: int32 [B, T] each, T fixed or None."""
+    return {name: keras.Input(shape=(max_length,), dtype="int32", name=name)
+            for name in INPUT_NAMES}
+
+
+def build_encoder(config: BertConfig, name: str = "bert_encoder") -> keras.Model:
+    """Builds the BERT encoder as a functional `keras.Model`.
+
+    Inputs (dict): `token_ids`, `segment_ids`, `padding_mask`, int32 [B, T] with
+    T <= `config.max_sequence_length` (any T; padding_mask 1 = real token, 0 = padding).
+
+    Outputs (dict):
+        `sequence_output`: float [B, T, H], the last block's output.
+        `pooled_output`: float [B, H], tanh(dense(sequence_output[:, 0])), the [CLS] vector.
+        `encoder_outputs`: list of L float [B, T, H], every block's output (the paper's
+            feature-based use concatenates the last four).
+
+    The Transformer blocks are post-LayerNorm as in BERT (keras-hub `TransformerEncoder`
+    with `normalize_first=False`). Dropout is active only when called with `training=True`.
+    Layer names are stable: checkpoint converters address weights by their paths.
+    """
+    init = lambda: keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+    inputs = encoder_inputs()
+    token_ids, segment_ids = inputs["token_ids"], inputs["segment_ids"]
+
+    # ReversibleEmbedding so a masked-LM head can reuse the matrix as its output projection.
+    token_embedding = keras_hub.layers.ReversibleEmbedding(
+        config.vocabulary_size, config.hidden_dim, tie_weights=True,
+        embeddings_initializer=init(), name="token_embedding")(token_ids)
+    position_embedding = keras_hub.layers.PositionEmbedding(
+        config.max_sequence_length, initializer=init(),
+        name="position_embedding")(token_embedding)
+    segment_embedding = keras.layers.Embedding(
+        config.num_segments, config.hidden_dim, embeddings_initializer=init(),
+        name="segment_embedding")(segment_ids)
+
+    x = keras.layers.Add(name="embeddings_add")(
+        [token_embedding, position_embedding, segment_embedding])
+    x = keras.layers.LayerNormalization(
+        epsilon=config.layer_norm_epsilon, name="embeddings_layer_norm")(x)
+    x = keras.layers.Dropout(config.dropout, name="embeddings_dropout")(x)
+
+    activation = get_activation(config.activation)
+    encoder_outputs = []
+    for i in range(config.num_layers):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=config.intermediate_dim,
+            num_heads=config.num_heads,
+            dropout=config.dropout,
+            activation=activation,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            kernel_initializer=init(),
+            normalize_first=False,
+            name=f"transformer_layer_{i}",
+        )(x, padding_mask=inputs["padding_mask"])
+        encoder_outputs.append(x)
+
+    # Slice the KerasTensor rather than using a Lambda layer, so the saved model reloads in
+    # Keras' default safe mode.
+    cls_vector = x[:, 0, :]
+    pooled_output = keras.layers.Dense(
+        config.hidden_dim, activation="tanh", kernel_initializer=init(),
+        name="pooler")(cls_vector)
+
+    outputs = {
+        "sequence_output": x,
+        "pooled_output": pooled_output,
+        "encoder_outputs": encoder_outputs,
+    }
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
