@@ -1,0 +1,135 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kbert.config import BertConfig
+from kbert.models import build_encoder
+
+SMALL = BertConfig(vocabulary_size=200, num_layers=2, num_heads=4, hidden_dim=32,
+                   intermediate_dim=64, max_sequence_length=64)
+
+
+def random_inputs(batch, length, lengths=None, seed=0, config=SMALL):
+    rng = np.random.default_rng(seed)
+    lengths = lengths or [length] * batch
+    padding_mask = (np.arange(length)[None, :] < np.array(lengths)[:, None]).astype("int32")
+    token_ids = rng.integers(1, config.vocabulary_size, (batch, length)).astype("int32")
+    segment_ids = (np.arange(length)[None, :] >= np.array(lengths)[:, None] // 2)
+    return {"token_ids": token_ids * padding_mask,
+            "segment_ids": (segment_ids * padding_mask).astype("int32"),
+            "padding_mask": padding_mask}
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("tiny", 4_385_920), ("mini", 11_170_560), ("small", 28_763_648),
+    ("medium", 41_373_184), ("base", 109_482_240), ("large", 335_141_888)])
+def test_preset_parameter_counts(name, expected):
+    model = build_encoder(BertConfig.from_preset(name))
+    assert model.count_params() == expected
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("length", [1, 7, 64])
+def test_output_shapes(length):
+    model = build_encoder(SMALL)
+    out = model(random_inputs(3, length))
+    assert tuple(out["sequence_output"].shape) == (3, length, 32)
+    assert tuple(out["pooled_output"].shape) == (3, 32)
+    assert len(out["encoder_outputs"]) == 2
+    assert all(tuple(x.shape) == (3, length, 32) for x in out["encoder_outputs"])
+    np.testing.assert_array_equal(out["encoder_outputs"][-1], out["sequence_output"])
+    assert sorted(i.name for i in model.inputs) == ["padding_mask", "segment_ids", "token_ids"]
+
+
+def test_padding_does_not_change_real_positions():
+    model = build_encoder(SMALL)
+    short = random_inputs(2, 10, lengths=[10, 6], seed=1)
+    long = {k: np.pad(v, [(0, 0), (0, 22)]) for k, v in short.items()}
+    # Garbage in padded slots must not leak into real positions either.
+    long["token_ids"][:, 10:] = 57
+    long["token_ids"][1, 6:10] = 99
+    a, b = model(short), model(long)
+    real = short["padding_mask"].astype(bool)
+    np.testing.assert_allclose(np.asarray(a["sequence_output"])[real],
+                               np.asarray(b["sequence_output"])[:, :10][real], atol=2e-6)
+    np.testing.assert_allclose(a["pooled_output"], b["pooled_output"], atol=2e-6)
+
+
+def test_dropout_only_when_training():
+    model = build_encoder(SMALL.replace(dropout=0.3))
+    x = random_inputs(2, 12, seed=2)
+    inference = [np.asarray(model(x, training=False)["sequence_output"]) for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+    np.testing.assert_allclose(model.predict(x, verbose=0)["sequence_output"], inference[0],
+                               atol=1e-5)
+    training = np.asarray(model(x, training=True)["sequence_output"])
+    assert np.abs(training - inference[0]).max() > 1e-2
+
+
+def test_keras_file_round_trip_in_safe_mode(tmp_path):
+    for activation in ("gelu", "gelu_approximate"):
+        model = build_encoder(SMALL.replace(activation=activation))
+        x = random_inputs(2, 9, lengths=[9, 4], seed=3)
+        path = os.path.join(tmp_path, f"{activation}.keras")
+        model.save(path)
+        restored = keras.saving.load_model(path)  # safe_mode=True by default
+        a, b = model(x), restored(x)
+        for key in ("sequence_output", "pooled_output"):
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+
+
+def test_gelu_variants_differ_slightly():
+    # Large initial weights, so feed-forward pre-activations reach where the forms differ.
+    exact = build_encoder(SMALL.replace(initializer_range=0.5))
+    approx = build_encoder(SMALL.replace(activation="gelu_approximate"))
+    approx.set_weights(exact.get_weights())
+    x = random_inputs(2, 9, seed=4)
+    diff = np.abs(np.asarray(exact(x)["sequence_output"])
+                  - np.asarray(approx(x)["sequence_output"])).max()
+    assert 1e-6 < diff < 5e-2
+
+
+def test_jit_compile_matches_eager():
+    model = build_encoder(SMALL)
+    x = random_inputs(3, 16, lengths=[16, 9, 3], seed=5)
+    eager = model(x)
+    compiled = tf.function(lambda inputs: model(inputs), jit_compile=True)(x)
+    np.testing.assert_allclose(compiled["sequence_output"], eager["sequence_output"],
+                               atol=1e-4)
+
+
+def test_mixed_bfloat16_close_to_float32():
+    x = random_inputs(2, 16, lengths=[16, 10], seed=6)
+    reference = build_encoder(SMALL)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_encoder(SMALL)
+        model.set_weights(reference.get_weights())
+        out = model(x)
+        compiled = tf.function(lambda inputs: model(inputs), jit_compile=True)(x)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert out["sequence_output"].dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in model.weights)  # variables stay float32
+    for result in (out, compiled):
+        got = np.asarray(tf.cast(result["sequence_output"], tf.float32))
+        want = np.asarray(reference(x)["sequence_output"])
+        real = x["padding_mask"].astype(bool)
+        assert np.abs(got - want)[real].max() < 0.15  # bf16 has ~3 significant digits
+        assert np.corrcoef(got[real].ravel(), want[real].ravel())[0, 1] > 0.999
+
+
+def test_trains_with_fit():
+    model = build_encoder(SMALL)
+    head = keras.layers.Dense(2, name="head")(model.output["pooled_output"])
+    classifier = keras.Model(model.input, head)
+    classifier.compile(optimizer=keras.optimizers.Adam(1e-3),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                       jit_compile=True)
+    x = random_inputs(16, 8, seed=7)
+    y = (x["token_ids"][:, 0] % 2).astype("int32")
+    history = classifier.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
