@@ -1,0 +1,1 @@
+"""Input pipelines: pre-training corpora and (later) task readers."""
