@@ -235,7 +235,7 @@ def _layout(first: tf.RaggedTensor, second: tf.RaggedTensor | None, sequence_len
     source = tf.where(in_first, pos - 1, -1)
     index = tf.where(pos == first_sep, sep_at, index)
     length = keep_a + 2
-    in_second = tf.zeros_like(in_first)
+    in_second = None
     if pair:
         keep_b = keep_b[:, tf.newaxis]
         j = pos - first_sep - 1  # index within the second segment
@@ -247,7 +247,10 @@ def _layout(first: tf.RaggedTensor, second: tf.RaggedTensor | None, sequence_len
         length = second_sep + 1
         in_second = (pos > first_sep) & (pos < length)
     index = tf.where(pos == 0, cls_at, index)
-    return {"index": index, "source": source, "real": pos < length, "in_second": in_second}
+    real = pos < length
+    if in_second is None:
+        in_second = tf.fill(tf.shape(real), False)
+    return {"index": index, "source": source, "real": real, "in_second": in_second}
 
 
 def _gather(layout: dict[str, tf.Tensor], values: list[tf.Tensor], specials: list) -> tf.Tensor:
