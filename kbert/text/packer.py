@@ -13,9 +13,10 @@ concatenated flat array, so nothing is padded to the longest row first.
 
 Truncation (applied to the segment lengths only, always from the end of a segment):
     "longest_first"  Hugging Face's `truncation="longest_first"` as its tokenizers library
-                     does it (transformers 5 `BertTokenizer`): tokens are taken from the
-                     longer segment until both are equal, then alternately, and when both
-                     must be cut the longer one (the second on a tie) keeps the odd token.
+                     does it (transformers 5 `BertTokenizer`): if the shorter segment fits
+                     in half the budget it is kept whole and the longer one gets the rest;
+                     otherwise both get half, and on an odd budget the longer one (the
+                     second on a tie) keeps the odd token.
                      Transformers' pure-Python backend (`PreTrainedTokenizer`) always gives
                      that odd token to the first segment, so it differs whenever the first
                      is not the longer one; kbert follows the library behind
