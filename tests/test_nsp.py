@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kbert.data.documents import clean_lines, read_documents, split_documents
-from kbert.data.nsp import nsp_pairs
+from kbert.data.nsp import nsp_pair_batches
 
 
 def numeric_tokenize(lines):
@@ -34,9 +34,13 @@ def document_dataset(path):
     return read_documents(files, numeric_tokenize)
 
 
+def nsp_pairs(documents, random_documents, **kwargs):
+    return nsp_pair_batches(documents, random_documents, batch_size=512, **kwargs)
+
+
 def collect(pairs, limit):
     out = []
-    for batch in pairs.ragged_batch(1024).take(-(-limit // 1024)):
+    for batch in pairs.take(-(-limit // 512)):
         a, b = batch["segment_a"].to_list(), batch["segment_b"].to_list()
         for i, label in enumerate(batch["next_sentence_labels"].numpy()):
             out.append((np.array(a[i]), np.array(b[i]), int(label),

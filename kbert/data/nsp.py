@@ -21,93 +21,122 @@ IS_NEXT, NOT_NEXT = 0, 1
 
 
 def _chunks(document, max_tokens: int) -> tf.data.Dataset:
-    """Consecutive windows of `max_tokens` tokens with the line starts inside each."""
+    """Consecutive windows of `max_tokens` tokens with the line starts inside each.
+
+    Built for the whole document at once (one ragged tensor, then unbatched): a Dataset
+    per window costs more than the window itself.
+    """
     tokens, line_starts = document["tokens"], document["line_starts"]
     n = tf.size(tokens)
-    starts = tf.range(0, n, max_tokens)
-    ends = tf.minimum(starts + max_tokens, n)
-
-    def window(start, end):
-        inside = tf.boolean_mask(line_starts, (line_starts > start) & (line_starts < end))
-        return {"tokens": tokens[start:end], "splits": inside - start,
-                "document_id": document["document_id"]}
-
-    return tf.data.Dataset.from_tensor_slices((starts, ends)).map(window)
+    num_chunks = (n + max_tokens - 1) // max_tokens
+    lengths = tf.minimum(max_tokens, n - tf.range(num_chunks) * max_tokens)
+    chunk_tokens = tf.RaggedTensor.from_row_lengths(tokens, lengths)
+    # Line starts inside a chunk (not at its first token), relative to the chunk.
+    line_chunk = line_starts // max_tokens
+    inside = line_starts % max_tokens > 0
+    splits = tf.RaggedTensor.from_value_rowids(
+        tf.boolean_mask(line_starts % max_tokens, inside),
+        tf.cast(tf.boolean_mask(line_chunk, inside), tf.int64), nrows=tf.cast(num_chunks, tf.int64))
+    ids = tf.fill([num_chunks], document["document_id"])
+    return tf.data.Dataset.from_tensor_slices(
+        {"tokens": chunk_tokens, "splits": splits, "document_id": ids})
 
 
 def _line_windows(document, max_tokens: int) -> tf.data.Dataset:
     """For every line of a document: the text from that line on, up to `max_tokens` tokens."""
-    tokens = document["tokens"]
+    tokens, starts = document["tokens"], document["line_starts"]
+    ends = tf.minimum(starts + max_tokens, tf.size(tokens))
+    positions = tf.ragged.range(starts, ends)
+    windows = tf.gather(tokens, positions)
+    ids = tf.fill(tf.shape(starts), document["document_id"])
+    return tf.data.Dataset.from_tensor_slices({"tokens": windows, "document_id": ids})
 
-    def window(start):
-        return {"tokens": tokens[start:start + max_tokens],
-                "document_id": document["document_id"]}
 
-    return tf.data.Dataset.from_tensor_slices(document["line_starts"]).map(window)
+def _take(values: tf.Tensor, starts: tf.Tensor, lengths: tf.Tensor) -> tf.RaggedTensor:
+    """Ragged [N, (lengths)] of `values[starts[i] : starts[i] + lengths[i]]`."""
+    return tf.gather(values, tf.ragged.range(starts, starts + lengths))
 
 
-def _make_pair(chunk, randoms, seed, max_tokens: int, short_seq_prob: float):
-    """One NSP example from a chunk, `randoms` (ragged [K, (tokens)] + ids) and a seed."""
+def _make_pairs(chunks, randoms, seed, candidates: int, max_tokens: int,
+                short_seq_prob: float):
+    """A batch of NSP examples from N chunks, N * K random windows and a seed (vectorised:
+    one set of ops per batch rather than per example)."""
     seeds = tf.random.experimental.stateless_split(
         tf.stack([seed, tf.constant(0x5EED, tf.int64)]), 4)
-    tokens = chunk["tokens"]
-    n = tf.size(tokens)
+    tokens, doc_ids = chunks["tokens"], chunks["document_id"]
+    batch = tokens.nrows(out_type=tf.int32)
+    m = tf.cast(tokens.row_lengths(), tf.int32)
     # Short sequence with probability short_seq_prob: target uniform in [2, max_tokens].
-    short = tf.random.stateless_uniform([], seeds[0]) < short_seq_prob
-    short_target = tf.random.stateless_uniform([], seeds[1], 2, max_tokens + 1, tf.int32)
-    n = tf.where(short, tf.minimum(n, short_target), n)
-    tokens = tokens[:n]
-    splits = tf.boolean_mask(chunk["splits"], chunk["splits"] < n)
-    # Cut at a line boundary when the chunk has one, else at a random token.
-    u = tf.random.stateless_uniform([], seeds[2])
-    n_splits = tf.size(splits)
-    # (gather from a padded copy: tf.where below evaluates both branches.)
-    line_cut = tf.gather(tf.concat([splits, [1]], 0), tf.minimum(
-        tf.cast(u * tf.cast(n_splits, tf.float32), tf.int32), tf.maximum(n_splits - 1, 0)))
+    short = tf.random.stateless_uniform([batch], seeds[0]) < short_seq_prob
+    target = tf.random.stateless_uniform([batch], seeds[1], 2, max_tokens + 1, tf.int32)
+    n = tf.where(short, tf.minimum(m, target), m)
+    # Cut at a line boundary when the (shortened) chunk has one, else at a random token.
+    splits = tf.ragged.boolean_mask(chunks["splits"], chunks["splits"] < n[:, None])
+    n_splits = tf.cast(splits.row_lengths(), tf.int32)
+    u = tf.random.stateless_uniform([batch], seeds[2])
+    pick = tf.minimum(tf.cast(u * tf.cast(n_splits, tf.float32), tf.int32),
+                      tf.maximum(n_splits - 1, 0))
+    dense_splits = tf.concat([splits.to_tensor(default_value=1),
+                              tf.ones([batch, 1], splits.dtype)], axis=1)
+    line_cut = tf.gather(dense_splits, pick, batch_dims=1)
     token_cut = 1 + tf.minimum(tf.cast(u * tf.cast(n - 1, tf.float32), tf.int32), n - 2)
     cut = tf.where(n_splits > 0, line_cut, token_cut)
-    segment_a = tokens[:cut]
 
-    other = tf.not_equal(randoms["document_id"], chunk["document_id"])
-    has_other = tf.reduce_any(other)
-    first_other = tf.argmax(tf.cast(other, tf.int32), output_type=tf.int32)
-    want_random = tf.random.stateless_uniform([], seeds[3]) < 0.5
-    is_random = want_random & has_other
-    random_text = randoms["tokens"][first_other][: n - cut]
-    segment_b = tf.cond(is_random, lambda: random_text, lambda: tokens[cut:])
+    # NotNext text: the first of the K candidates that comes from another document.
+    random_ids = tf.reshape(randoms["document_id"], [batch, candidates])
+    other = tf.not_equal(random_ids, doc_ids[:, None])
+    first_other = tf.argmax(tf.cast(other, tf.int32), axis=1, output_type=tf.int32)
+    want_random = tf.random.stateless_uniform([batch], seeds[3]) < 0.5
+    is_random = want_random & tf.reduce_any(other, axis=1)
+    window = tf.range(batch) * candidates + first_other
+    window_start = tf.gather(tf.cast(randoms["tokens"].row_starts(), tf.int32), window)
+    window_length = tf.gather(tf.cast(randoms["tokens"].row_lengths(), tf.int32), window)
+
+    chunk_start = tf.cast(tokens.row_starts(), tf.int32)
+    segment_a = _take(tokens.values, chunk_start, cut)
+    # B is either the chunk's continuation or the random window; the other part is empty.
+    next_part = _take(tokens.values, chunk_start + cut, tf.where(is_random, 0, n - cut))
+    random_part = _take(randoms["tokens"].values, window_start,
+                        tf.where(is_random, tf.minimum(window_length, n - cut), 0))
+    segment_b = tf.concat([next_part, random_part], axis=1)
     return {"segment_a": segment_a, "segment_b": segment_b,
             "next_sentence_labels": tf.where(is_random, NOT_NEXT, IS_NEXT),
-            "document_id": chunk["document_id"]}
+            "document_id": doc_ids}
 
 
-def nsp_pairs(documents: tf.data.Dataset, random_documents: tf.data.Dataset,
-              max_tokens: int, short_seq_prob: float = 0.1, candidates: int = 8,
-              seed: int | None = None, shuffle_buffer: int = 10_000) -> tf.data.Dataset:
-    """Documents -> NSP examples.
+def nsp_pair_batches(documents: tf.data.Dataset, random_documents: tf.data.Dataset,
+                     batch_size: int, max_tokens: int, short_seq_prob: float = 0.1,
+                     candidates: int = 8, seed: int | None = None,
+                     shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+    """Documents -> batches of NSP examples.
 
     Args:
         documents: document dicts (see kbert.data.documents); one pass over them gives one
             pass of chunks (repeat it for several epochs).
         random_documents: an endless, differently shuffled stream of the same documents to
             draw NotNext text from.
+        batch_size: N, examples per batch (the last, smaller batch is dropped).
         max_tokens: tokens available to A + B (sequence length - 3 for [CLS] A [SEP] B [SEP]).
         short_seq_prob: probability of a shortened example.
-        candidates: random windows considered per pair (see module docstring).
-        seed: makes the examples reproducible; None draws a fresh seed.
+        candidates: random windows considered per example (see module docstring).
+        seed: makes the examples reproducible; None draws fresh seeds.
+        shuffle_buffer: chunks shuffled together (chunks of one document come in order).
 
     Returns:
-        Dataset of dicts: `segment_a` int32 [na], `segment_b` int32 [nb] (na >= 1, nb >= 1,
-        na + nb <= max_tokens), `next_sentence_labels` int32 scalar (0 IsNext, 1 NotNext),
-        `document_id` int64 scalar.
+        Dataset of dicts, N rows each: `segment_a` int32 ragged [N, (na)], `segment_b`
+        int32 ragged [N, (nb)] (na >= 1, nb >= 1, na + nb <= max_tokens),
+        `next_sentence_labels` int32 [N] (0 IsNext, 1 NotNext), `document_id` int64 [N].
     """
     if max_tokens < 2:
         raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
-    chunks = documents.flat_map(lambda d: _chunks(d, max_tokens)).filter(
-        lambda c: tf.size(c["tokens"]) >= 2)
+    chunks = (documents.flat_map(lambda d: _chunks(d, max_tokens))
+              .filter(lambda c: tf.size(c["tokens"]) >= 2)
+              .shuffle(shuffle_buffer, seed=seed)
+              .ragged_batch(batch_size, drop_remainder=True))
     randoms = (random_documents.flat_map(lambda d: _line_windows(d, max_tokens))
                .shuffle(shuffle_buffer, seed=None if seed is None else seed + 1)
-               .ragged_batch(candidates))
+               .ragged_batch(batch_size * candidates, drop_remainder=True))
     seeds = tf.data.Dataset.random(seed=seed)
     return tf.data.Dataset.zip(chunks, randoms, seeds).map(
-        lambda c, r, s: _make_pair(c, r, s, max_tokens, short_seq_prob),
+        lambda c, r, s: _make_pairs(c, r, s, candidates, max_tokens, short_seq_prob),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
