@@ -16,10 +16,10 @@ def numeric_tokenize(lines):
     return tf.strings.to_number(words, tf.int32)
 
 
-def write_corpus(path, documents=300, seed=0):
+def write_corpus(path, documents=300, seed=0, first_document=0):
     rng = np.random.default_rng(seed)
     with open(path, "w") as f:
-        for d in range(documents):
+        for d in range(first_document, first_document + documents):
             position = 0
             for _ in range(rng.integers(1, 10)):
                 n = int(rng.integers(1, 50))

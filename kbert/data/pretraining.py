@@ -15,6 +15,7 @@ from typing import Iterable
 import tensorflow as tf
 
 from kbert.data import documents as documents_lib
+from kbert.data import tfrecords
 from kbert.data.nsp import nsp_pair_batches
 from kbert.text.masking import continuation_table, mask_tokens
 from kbert.text.packer import pack
@@ -45,7 +46,8 @@ def pretraining_dataset(
 
     Args:
         files: a path, glob or list of them; text in the original format (one sentence or
-            paragraph per line, blank line between documents).
+            paragraph per line, blank line between documents), or `.tfrecord` shards of
+            tokenized documents from `kbert.data.tfrecords.write_document_shards`.
         tokenizer: a `kbert.Tokenizer` (its vocabulary gives the special ids).
         sequence_length: T. max_predictions: P (BERT: 20 for T=128, 80 for T=512).
         batch_size: the global batch; with `input_context` each pipeline makes its
@@ -65,6 +67,8 @@ def pretraining_dataset(
              float32 [B].
     """
     paths = documents_lib.expand_files(files)
+    # Shards written by kbert.data.tfrecords hold documents already tokenized.
+    from_shards = all(p.endswith(tfrecords.SUFFIX) for p in paths)
     vocab = tokenizer.vocab
     cls_id, sep_id, pad_id, mask_id = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id,
                                       tokenizer.mask_id)
@@ -86,7 +90,10 @@ def pretraining_dataset(
         s = None if seed is None else seed + offset
         ds = file_ds.shuffle(len(paths), seed=s, reshuffle_each_iteration=True)
         ds = ds.repeat() if endless else ds
-        ds = documents_lib.read_documents(ds, tokenizer, max_line_bytes=max_line_bytes)
+        if from_shards:
+            ds = tfrecords.read_document_shards(ds)
+        else:
+            ds = documents_lib.read_documents(ds, tokenizer, max_line_bytes=max_line_bytes)
         return ds.shuffle(document_shuffle_buffer, seed=s, reshuffle_each_iteration=True)
 
     batches = nsp_pair_batches(
