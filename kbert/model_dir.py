@@ -33,11 +33,12 @@ VOCAB_FILE = "vocab.txt"
 TOKENIZER_FILE = "tokenizer_config.json"
 WEIGHTS_FILE = "weights.safetensors"
 
-# Pre-training head weights (read by the pre-training model; the encoder ignores them).
-# Shapes: transform/kernel [H, H], transform/bias [H], layer_norm/{gamma,beta} [H],
-# output_bias [V]; nsp_head/kernel [H, 2], nsp_head/bias [2].
-MLM_HEAD_KEYS = ("mlm_head/transform/kernel", "mlm_head/transform/bias",
-                 "mlm_head/layer_norm/gamma", "mlm_head/layer_norm/beta",
+# Pre-training head weights (the variable paths of kbert.models.build_pretrainer's heads;
+# the encoder ignores them). Shapes: intermediate_dense/kernel [H, H], /bias [H],
+# intermediate_layer_norm/{gamma,beta} [H], output_bias [V]; nsp_head/kernel [H, 2],
+# nsp_head/bias [2].
+MLM_HEAD_KEYS = ("mlm_head/intermediate_dense/kernel", "mlm_head/intermediate_dense/bias",
+                 "mlm_head/intermediate_layer_norm/gamma", "mlm_head/intermediate_layer_norm/beta",
                  "mlm_head/output_bias")
 NSP_HEAD_KEYS = ("nsp_head/kernel", "nsp_head/bias")
 HEAD_PREFIXES = ("mlm_head/", "nsp_head/")

@@ -59,9 +59,9 @@ def test_pretraining_heads_are_kept_and_correct(source, fixtures_dir, reference,
     inputs = {k: reference[k] for k in ("token_ids", "segment_ids", "padding_mask")}
     out = model(inputs)
     h = np.asarray(out["sequence_output"], np.float64)
-    t = _gelu(h @ w["mlm_head/transform/kernel"] + w["mlm_head/transform/bias"])
+    t = _gelu(h @ w["mlm_head/intermediate_dense/kernel"] + w["mlm_head/intermediate_dense/bias"])
     t = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-12)
-    t = t * w["mlm_head/layer_norm/gamma"] + w["mlm_head/layer_norm/beta"]
+    t = t * w["mlm_head/intermediate_layer_norm/gamma"] + w["mlm_head/intermediate_layer_norm/beta"]
     mlm = t @ w["token_embedding/embeddings"].T + w["mlm_head/output_bias"]
     real = reference["padding_mask"].astype(bool)
     np.testing.assert_allclose(mlm[real], reference["mlm_logits"][real], atol=1e-4)

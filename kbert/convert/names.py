@@ -90,13 +90,13 @@ def encoder_entries(config: BertConfig) -> list[Entry]:
 def head_entries() -> list[Entry]:
     """Entries for the masked-LM and next-sentence pre-training heads."""
     return [
-        Entry("mlm_head/transform/kernel", "cls.predictions.transform.dense.weight",
+        Entry("mlm_head/intermediate_dense/kernel", "cls.predictions.transform.dense.weight",
               "cls/predictions/transform/dense/kernel", LINEAR),
-        Entry("mlm_head/transform/bias", "cls.predictions.transform.dense.bias",
+        Entry("mlm_head/intermediate_dense/bias", "cls.predictions.transform.dense.bias",
               "cls/predictions/transform/dense/bias", PLAIN),
-        Entry("mlm_head/layer_norm/gamma", "cls.predictions.transform.LayerNorm.weight",
+        Entry("mlm_head/intermediate_layer_norm/gamma", "cls.predictions.transform.LayerNorm.weight",
               "cls/predictions/transform/LayerNorm/gamma", PLAIN),
-        Entry("mlm_head/layer_norm/beta", "cls.predictions.transform.LayerNorm.bias",
+        Entry("mlm_head/intermediate_layer_norm/beta", "cls.predictions.transform.LayerNorm.bias",
               "cls/predictions/transform/LayerNorm/beta", PLAIN),
         Entry("mlm_head/output_bias", "cls.predictions.bias", "cls/predictions/output_bias",
               PLAIN),
@@ -167,13 +167,13 @@ def expected_source_shape(entry: Entry, config: BertConfig, out_in: bool) -> tup
     if key.startswith("nsp_head"):
         return (2, h) if entry.kind == OUT_IN else (2,)
     if entry.kind in (HEADS_IN, HEADS_OUT, LINEAR):
-        if "intermediate_dense" in key:
+        if "feedforward_intermediate_dense" in key:
             in_out = (h, i)
-        elif "output_dense" in key:
+        elif "feedforward_output_dense" in key:
             in_out = (i, h)
         else:
             in_out = (h, h)
         return in_out[::-1] if out_in else in_out
-    if "intermediate_dense" in key:
+    if "feedforward_intermediate_dense" in key:
         return (i,)
     return (h,)  # other biases, LayerNorm gamma / beta

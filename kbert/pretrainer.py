@@ -1,0 +1,111 @@
+"""The BERT pre-training model: encoder + masked-LM head + next-sentence head.
+
+`build_pretrainer(encoder, config)` returns a `BertPretrainer`, a functional Keras model
+whose only addition is the loss of the paper (so plain `model.fit` trains it):
+
+    loss = sum(mlm_xent * mask_weights) / sum(mask_weights) + mean(nsp_xent)
+
+and metrics logged under the names `masked_lm_loss`, `masked_lm_accuracy`,
+`next_sentence_loss`, `next_sentence_accuracy`. The heads' variable paths
+(`mlm_head/...`, `nsp_head/...`) are the head keys of the kbert model directory, so head
+weights converted from Hugging Face / TF1 checkpoints load by name.
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+import tensorflow as tf
+from keras import ops
+
+from kbert.config import BertConfig
+from kbert.layers import get_activation
+
+
+@keras.saving.register_keras_serializable(package="kbert")
+class BertPretrainer(keras.Model):
+    """Functional model (inputs: encoder inputs + `mask_positions`; outputs: `mlm_logits`
+    float32 [B, P, V], `nsp_logits` float32 [B, 2]) with BERT's pre-training loss.
+
+    Targets (as `kbert.data.pretraining.pretraining_dataset` yields them):
+    y = {"mlm_logits": mask_ids int32 [B, P], "nsp_logits": next_sentence_labels int32 [B]},
+    sample_weight = {"mlm_logits": mask_weights float32 [B, P], ...}.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.masked_lm_loss = keras.metrics.Mean(name="masked_lm_loss")
+        self.masked_lm_accuracy = keras.metrics.Mean(name="masked_lm_accuracy")
+        self.next_sentence_loss = keras.metrics.Mean(name="next_sentence_loss")
+        self.next_sentence_accuracy = keras.metrics.Mean(name="next_sentence_accuracy")
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        mlm_logits = ops.cast(y_pred["mlm_logits"], "float32")
+        nsp_logits = ops.cast(y_pred["nsp_logits"], "float32")
+        mask_ids, labels = y["mlm_logits"], y["nsp_logits"]
+        weights = (ops.cast(sample_weight["mlm_logits"], "float32")
+                   if sample_weight is not None and "mlm_logits" in sample_weight
+                   else ops.ones_like(ops.cast(mask_ids, "float32")))
+        mlm_xent = keras.losses.sparse_categorical_crossentropy(mask_ids, mlm_logits,
+                                                                from_logits=True)
+        # Weighted mean over real predictions only (padding slots have weight 0), as the
+        # original; guarded so an all-padding batch gives 0 rather than NaN.
+        denominator = ops.maximum(ops.sum(weights), 1e-5)
+        mlm_loss = ops.sum(mlm_xent * weights) / denominator
+        nsp_loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
+            labels, nsp_logits, from_logits=True))
+        mlm_correct = ops.cast(ops.equal(ops.argmax(mlm_logits, axis=-1),
+                                         ops.cast(mask_ids, "int32")), "float32")
+        nsp_correct = ops.cast(ops.equal(ops.argmax(nsp_logits, axis=-1),
+                                         ops.cast(labels, "int32")), "float32")
+        self.masked_lm_loss.update_state(mlm_loss)
+        self.masked_lm_accuracy.update_state(ops.sum(mlm_correct * weights) / denominator)
+        self.next_sentence_loss.update_state(nsp_loss)
+        self.next_sentence_accuracy.update_state(ops.mean(nsp_correct))
+        total = mlm_loss + nsp_loss
+        # Keras' own losses (e.g. weight regularisers) still count.
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        # Like Keras' compiled losses: each replica returns its share, the gradients are
+        # summed across replicas (train_step undoes this for the logged `loss`).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return total / replicas if replicas > 1 else total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return self.get_metrics_result()
+
+    @property
+    def metrics(self):
+        own = [self.masked_lm_loss, self.masked_lm_accuracy, self.next_sentence_loss,
+               self.next_sentence_accuracy]
+        tracker = getattr(self, "_loss_tracker", None)  # created by compile()
+        return [tracker, *own] if tracker is not None else own
+
+
+def build_pretrainer(encoder: keras.Model, config: BertConfig) -> BertPretrainer:
+    """Adds BERT's pre-training heads to `encoder` (shares its layers and variables).
+
+    Masked LM: gather `sequence_output` at `mask_positions` (int32 [B, P]), dense H->H with
+    the encoder's activation, LayerNorm, then the token embedding matrix transposed (tied
+    weights) plus an output bias. Next sentence: dense H->2 on `pooled_output`. Both
+    logits are float32, also under mixed precision, so the softmax over V stays accurate.
+    """
+    init = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+    mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
+    inputs = dict(encoder.input)
+    inputs["mask_positions"] = mask_positions
+    outputs = encoder.output
+    mlm = keras_hub.layers.MaskedLMHead(
+        token_embedding=encoder.get_layer("token_embedding"),
+        intermediate_activation=get_activation(config.activation),
+        layer_norm_epsilon=config.layer_norm_epsilon, kernel_initializer=init,
+        name="mlm_head")(outputs["sequence_output"], mask_positions=mask_positions)
+    nsp = keras.layers.Dense(2, kernel_initializer=init, name="nsp_head")(
+        outputs["pooled_output"])
+    return BertPretrainer(
+        inputs=inputs,
+        outputs={"mlm_logits": keras.layers.Activation("linear", dtype="float32",
+                                                       name="mlm_logits")(mlm),
+                 "nsp_logits": keras.layers.Activation("linear", dtype="float32",
+                                                       name="nsp_logits")(nsp)},
+        name="bert_pretrainer")
