@@ -1,0 +1,8 @@
+"""Text ops at the edges of the model: tokenizer (and, later, packer and masking).
+
+All of them are TF ops that run in `tf.data` and in exported serving graphs.
+"""
+
+from kbert.text.tokenizer import Tokenizer
+
+__all__ = ["Tokenizer"]
