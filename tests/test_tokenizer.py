@@ -123,6 +123,12 @@ def test_scalar_and_rank_checks(uncased):
         uncased(tf.constant([["a", "b"]]))
 
 
+def test_empty_batch(uncased):
+    ids, starts, ends = uncased.tokenize_with_offsets(tf.constant([], tf.string))
+    assert ids.shape.as_list() == [0, None] and ends.flat_values.shape == [0]
+    assert uncased(tf.constant([], tf.string)).to_list() == []
+
+
 def test_invalid_utf8_is_dropped_like_a_replacement_character(uncased):
     bad = [b"caf\xc3 ok", b"wo\xf0\x9frd", b"\xff\xfe", b"end \xf0\x9f\x98"]
     clean = ["caf ok", "word", "", "end "]

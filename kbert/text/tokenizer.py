@@ -4,17 +4,20 @@ Pipeline, for a string batch [B]:
 
 1. `FastBertNormalize` with kbert's own table (`kbert.text.normalizer`): BERT's "clean
    text" (control and zero-width characters dropped, whitespace -> ' ') and, uncased,
-   NFD + accent stripping + lower-casing, exactly as Hugging Face's `BertNormalizer`.
+   NFD + accent stripping + lower-casing, as Hugging Face's `BertNormalizer` does them
+   (none of the NFKC folding of tf-text's stock table).
 2. `FastWordpieceTokenizeWithOffsets`: BERT's basic tokenization (split on whitespace and
    punctuation, every CJK ideograph a word) and greedy longest-match WordPiece.
 3. Core integer ops: a word longer than `max_chars_per_word` characters becomes one
    [UNK] (BERT counts characters; the WordPiece op can only count bytes), and offsets
    are mapped back through the normaliser to the input string.
 
-These two are the only tf-text ops in the graph (both in tf-text >= 2.12, both with TFLite
-kernels). The core ops are integer and boolean ops (GatherV2, Cumsum, SegmentSum, Where,
-SelectV2, ConcatV2, Cast, logical and comparison ops, shape ops); there are no string ops,
-so the traced graph converts to TFLite builtins plus the two custom ops.
+The ops of steps 1 and 2 are the only tf-text ops in the graph (both in tf-text >= 2.12,
+both with TFLite kernels). The core ops of step 3 are integer and boolean ops (GatherV2,
+Cumsum, SegmentSum, ScatterNd, Where, SelectV2, ConcatV2, Cast, logical and comparison
+ops, shape ops) and two `tf.cond`s (StatelessIf); no string ops, so the traced graph
+converts to TFLite builtins plus the two custom ops. `detokenize` is separate and uses
+core string ops (string joins, StringStrip): for showing results, not for TFLite.
 
 Offsets are BYTE offsets into the UTF-8 input: `text[start:end]` on the bytes
 (`tf.strings.substr(text, start, end - start)`) is the original span of the token,
@@ -121,7 +124,7 @@ class Tokenizer(tf.Module):
                 lowercase = bool(json.load(f).get("lowercase", True))
         return cls(os.path.join(path, VOCAB_FILE), lowercase=lowercase, **kwargs)
 
-    def __call__(self, text) -> tf.RaggedTensor:
+    def __call__(self, text) -> tf.RaggedTensor | tf.Tensor:
         return self.tokenize(text)
 
     def tokenize(self, text) -> tf.RaggedTensor | tf.Tensor:
