@@ -134,7 +134,9 @@ class _Builder:
                     if start + int(j) not in self._bases:
                         return start + int(j)
             elif block == self._wide_block:
-                self._wide_block += 1  # too full for any wide node from now on
+                # Skip it from now on (a narrower wide node might still have fitted:
+                # a little space for a lot of time).
+                self._wide_block += 1
             block += 1
 
     def _use(self, slot: int) -> None:
