@@ -3,7 +3,8 @@
 from kbert.config import PRESETS, BertConfig
 from kbert.model_dir import load_model, read_checkpoint, save_model
 from kbert.models import build_encoder
+from kbert.text import Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["BertConfig", "PRESETS", "build_encoder", "load_model", "read_checkpoint",
-           "save_model"]
+__all__ = ["BertConfig", "PRESETS", "Tokenizer", "build_encoder", "load_model",
+           "read_checkpoint", "save_model"]

@@ -15,6 +15,17 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {args.to} model directory {out}")
 
 
+def _vocab(args: argparse.Namespace) -> None:
+    from kbert.text.vocab import build_vocab, write_vocab
+
+    lowercase = not args.cased
+    tokens = build_vocab(args.files, args.size, lowercase=lowercase, unused=args.unused,
+                         min_count=args.min_count)
+    write_vocab(tokens, args.out)
+    print(f"wrote {len(tokens)} tokens to {args.out} "
+          f"({'uncased' if lowercase else 'cased'}; use Tokenizer(..., lowercase={lowercase}))")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kbert", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -31,6 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layout of OUT (default: kbert model directory)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(run=_convert)
+
+    p = commands.add_parser(
+        "vocab", help="learn a WordPiece vocabulary from text files",
+        description="Learns a WordPiece vocab.txt from FILES (UTF-8 text, read line by line) "
+                    "with tensorflow-text's learner, normalised as kbert.Tokenizer does. Ids "
+                    "0-4 are [PAD] [UNK] [CLS] [SEP] [MASK], then --unused [unusedN] tokens.")
+    p.add_argument("files", nargs="+", metavar="FILES")
+    p.add_argument("--size", type=int, required=True,
+                   help="largest vocabulary size, reserved tokens included (BERT: 30522)")
+    p.add_argument("--out", required=True, help="vocab.txt to write")
+    p.add_argument("--cased", action="store_true",
+                   help="keep case and accents (default: uncased, as Tokenizer(lowercase=True))")
+    p.add_argument("--unused", type=int, default=0, help="[unusedN] tokens after [MASK]")
+    p.add_argument("--min-count", type=int, default=10,
+                   help="leave out pieces seen fewer times (single characters always stay)")
+    p.set_defaults(run=_vocab)
     return parser
 
 
