@@ -65,12 +65,14 @@ def split_documents(lines: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def read_documents(files: tf.data.Dataset, tokenize: Callable[[tf.Tensor], tf.RaggedTensor],
-                   max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> tf.data.Dataset:
+                   max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                   shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
     """Dataset of (file index int64, path string) -> dataset of document dicts.
 
     `tokenize` maps string [N] to ragged int32 [N, (tokens)]. Each file is read whole (a
     shard is expected to fit in memory, as in the original implementation; split larger
-    corpora into shards or use `kbert.data.tfrecords`).
+    corpora into shards or use `kbert.data.tfrecords`). With `shuffle`, a file's documents
+    come in a random order (a new one each pass), which needs no shuffle buffer.
     """
 
     def file_documents(file_index, path):
@@ -92,10 +94,14 @@ def read_documents(files: tf.data.Dataset, tokenize: Callable[[tf.Tensor], tf.Ra
         keep = documents.row_lengths() > 0
         document_ids = file_index * (2 ** 32) + tf.range(
             tf.shape(documents.row_lengths(), out_type=tf.int64)[0], dtype=tf.int64)
+        order = tf.range(tf.size(document_ids))
+        if shuffle:
+            order = tf.random.shuffle(order, seed=seed)
+        order = tf.boolean_mask(order, tf.gather(keep, order))
         return tf.data.Dataset.from_tensor_slices({
-            "tokens": tf.ragged.boolean_mask(flat_tokens, keep),
-            "line_starts": tf.ragged.boolean_mask(line_starts, keep),
-            "document_id": tf.boolean_mask(document_ids, keep),
+            "tokens": tf.gather(flat_tokens, order),
+            "line_starts": tf.gather(line_starts, order),
+            "document_id": tf.gather(document_ids, order),
         })
 
     return files.flat_map(file_documents)

@@ -107,7 +107,7 @@ def _make_pairs(chunks, randoms, seed, candidates: int, max_tokens: int,
 def nsp_pair_batches(documents: tf.data.Dataset, random_documents: tf.data.Dataset,
                      batch_size: int, max_tokens: int, short_seq_prob: float = 0.1,
                      candidates: int = 8, seed: int | None = None,
-                     shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                     shuffle_buffer: int = 10_000, interleave: int = 16) -> tf.data.Dataset:
     """Documents -> batches of NSP examples.
 
     Args:
@@ -120,7 +120,8 @@ def nsp_pair_batches(documents: tf.data.Dataset, random_documents: tf.data.Datas
         short_seq_prob: probability of a shortened example.
         candidates: random windows considered per example (see module docstring).
         seed: makes the examples reproducible; None draws fresh seeds.
-        shuffle_buffer: chunks shuffled together (chunks of one document come in order).
+        shuffle_buffer: chunks (and random windows) shuffled together.
+        interleave: documents read side by side before shuffling.
 
     Returns:
         Dataset of dicts, N rows each: `segment_a` int32 ragged [N, (na)], `segment_b`
@@ -129,11 +130,15 @@ def nsp_pair_batches(documents: tf.data.Dataset, random_documents: tf.data.Datas
     """
     if max_tokens < 2:
         raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
-    chunks = (documents.flat_map(lambda d: _chunks(d, max_tokens))
+    # Interleave documents so that the shuffle buffers hold text of many documents even
+    # when a few documents are long (a corpus of whole books), instead of one at a time.
+    chunks = (documents.interleave(lambda d: _chunks(d, max_tokens), cycle_length=interleave,
+                                   block_length=1)
               .filter(lambda c: tf.size(c["tokens"]) >= 2)
               .shuffle(shuffle_buffer, seed=seed)
               .ragged_batch(batch_size, drop_remainder=True))
-    randoms = (random_documents.flat_map(lambda d: _line_windows(d, max_tokens))
+    randoms = (random_documents.interleave(lambda d: _line_windows(d, max_tokens),
+                                           cycle_length=interleave, block_length=1)
                .shuffle(shuffle_buffer, seed=None if seed is None else seed + 1)
                .ragged_batch(batch_size * candidates, drop_remainder=True))
     seeds = tf.data.Dataset.random(seed=seed)

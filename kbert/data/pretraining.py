@@ -56,6 +56,8 @@ def pretraining_dataset(
         input_context: from `strategy.distribute_datasets_from_function`; files are
             sharded between input pipelines before shuffling, so workers see disjoint text.
         repeat: loop over the corpus forever (use `steps_per_epoch` in fit).
+        shuffle_buffer: NSP chunks shuffled together; document_shuffle_buffer: tokenized
+            documents shuffled together when reading TFRecord shards.
 
     Returns:
         Dataset of `(x, y, sample_weight)`, all with static batch dimension:
@@ -91,10 +93,12 @@ def pretraining_dataset(
         ds = file_ds.shuffle(len(paths), seed=s, reshuffle_each_iteration=True)
         ds = ds.repeat() if endless else ds
         if from_shards:
-            ds = tfrecords.read_document_shards(ds)
-        else:
-            ds = documents_lib.read_documents(ds, tokenizer, max_line_bytes=max_line_bytes)
-        return ds.shuffle(document_shuffle_buffer, seed=s, reshuffle_each_iteration=True)
+            return tfrecords.read_document_shards(ds).shuffle(
+                document_shuffle_buffer, seed=s, reshuffle_each_iteration=True)
+        # Text files: documents are shuffled within each file as it is read (a buffer
+        # across passes would re-read the corpus until it fills).
+        return documents_lib.read_documents(ds, tokenizer, max_line_bytes=max_line_bytes,
+                                            shuffle=True, seed=s)
 
     batches = nsp_pair_batches(
         shuffled_documents(0, repeat), shuffled_documents(100, True),
