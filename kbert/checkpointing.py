@@ -19,11 +19,9 @@ import signal
 import keras
 import tensorflow as tf
 
+from kbert.errors import TrainingDiverged
+
 logger = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):
@@ -96,7 +94,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.save()
             self.stopped_by = "sigterm"
             self.model.stop_training = True
-        elif self.every_n_steps and self.step % self.every_n_steps == 0:
+        elif self.every_n_steps and self.step - max(self._last_saved, 0) >= self.every_n_steps:
+            # ">=" rather than "%": with steps_per_execution > 1 this hook sees every k-th step.
             self.save()
 
     def on_train_end(self, logs=None):

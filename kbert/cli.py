@@ -7,6 +7,8 @@ import argparse
 import logging
 import sys
 
+from kbert.errors import TrainingDiverged
+
 
 def _convert(args: argparse.Namespace) -> None:
     from kbert.convert import convert
@@ -24,6 +26,73 @@ def _vocab(args: argparse.Namespace) -> None:
     write_vocab(tokens, args.out)
     print(f"wrote {len(tokens)} tokens to {args.out} "
           f"({'uncased' if lowercase else 'cased'}; use Tokenizer(..., lowercase={lowercase}))")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from kbert.pretraining import PretrainingSettings, pretrain
+
+    settings = PretrainingSettings(**{
+        field: (tuple(args.corpus) if field == "corpus" else getattr(args, field))
+        for field in PretrainingSettings.__dataclass_fields__})
+    result = pretrain(settings)
+    if result.stopped_by == "sigterm":
+        print(f"stopped at step {result.step} (SIGTERM); checkpoint saved in "
+              f"{settings.out}/checkpoints: run the same command again to resume")
+        sys.exit(143)
+    print(f"trained {result.step} steps; model directory: {result.model_dir}")
+
+
+def _fill_mask(args: argparse.Namespace) -> None:
+    from kbert.fill_mask import fill_mask
+
+    for text, masks in zip(args.texts, fill_mask(args.model_dir, args.texts, args.top_k)):
+        print(text)
+        for i, candidates in enumerate(masks):
+            shown = "  ".join(f"{token} {p:.3f}" for token, p in candidates)
+            print(f"  [MASK] {i + 1}: {shown}")
+
+
+def _add_pretrain(commands) -> None:
+    p = commands.add_parser(
+        "pretrain", help="pre-train BERT (masked LM + next sentence prediction)",
+        description="Pre-trains BERT on text files in the original format (one sentence or "
+                    "paragraph per line, a blank line between documents). Re-running the "
+                    "same command with the same --out resumes from the last checkpoint.")
+    p.add_argument("--corpus", nargs="+", required=True, metavar="FILES",
+                   help="text files or globs (or .tfrecord shards of tokenized documents)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--vocab", help="vocab.txt (e.g. from `kbert vocab`)")
+    p.add_argument("--preset", default="mini", help="tiny, mini, small, medium, base, large")
+    p.add_argument("--init", metavar="MODEL_DIR", help="continue from a kbert model directory")
+    p.add_argument("--cased", action="store_true", help="cased vocabulary (no lower-casing)")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-predictions", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    p.add_argument("--steps", type=int, default=10_000, help="optimizer steps in total")
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, help="default: 10%% of --steps")
+    p.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--gradient-accumulation", type=int, metavar="N",
+                   help="apply gradients every N batches")
+    p.add_argument("--whole-word-masking", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
+    p.add_argument("--log-every", type=int, default=10, metavar="STEPS")
+    p.add_argument("--strategy", default="auto",
+                   choices=("auto", "tpu", "multi_worker", "mirrored", "one_device", "default"))
+    p.add_argument("--precision", default="auto",
+                   choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    p.add_argument("--steps-per-execution", type=int, default=1)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(run=_pretrain)
+
+    p = commands.add_parser("fill-mask", help="a pre-trained model's guesses for [MASK]",
+                            description="Shows the top predictions for each [MASK] in TEXTS.")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(run=_fill_mask)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=int, default=10,
                    help="leave out pieces seen fewer times (single characters always stay)")
     p.set_defaults(run=_vocab)
+    _add_pretrain(commands)
     return parser
 
 
@@ -67,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as error:
         print(f"kbert {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

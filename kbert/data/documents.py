@@ -107,6 +107,25 @@ def read_documents(files: tf.data.Dataset, tokenize: Callable[[tf.Tensor], tf.Ra
     return files.flat_map(file_documents)
 
 
+def has_two_documents(files: Iterable[str]) -> bool:
+    """Whether the text files hold at least two documents (NotNext pairs need another
+    document). Reads only until the second document starts."""
+    documents, in_document = 0, False
+    for path in files:
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.strip():
+                    if not in_document:
+                        documents += 1
+                        if documents >= 2:
+                            return True
+                    in_document = True
+                else:
+                    in_document = False
+        in_document = False  # a new file starts a new document
+    return False
+
+
 def count_invalid_utf8(files: Iterable[str]) -> int:
     """Number of lines with invalid UTF-8 in `files` (they are repaired, not dropped)."""
     invalid = 0

@@ -71,6 +71,10 @@ def pretraining_dataset(
     paths = documents_lib.expand_files(files)
     # Shards written by kbert.data.tfrecords hold documents already tokenized.
     from_shards = all(p.endswith(tfrecords.SUFFIX) for p in paths)
+    if not from_shards and not documents_lib.has_two_documents(paths):
+        raise ValueError(
+            f"{', '.join(paths)}: one document only; next sentence prediction needs at "
+            "least two (documents are separated by a blank line)")
     vocab = tokenizer.vocab
     cls_id, sep_id, pad_id, mask_id = (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id,
                                       tokenizer.mask_id)

@@ -1,0 +1,196 @@
+"""`pretrain()`: the pre-training run behind `kbert pretrain`, usable from Python and Colab.
+
+A run lives in one output directory::
+
+    RUN_DIR/
+      run_config.json     the settings (a re-run with the same RUN_DIR resumes)
+      checkpoints/        model + optimizer state every `checkpoint_every` steps
+      logs/               TensorBoard
+      metrics.jsonl       {"step": ..., "loss": ..., "masked_lm_accuracy": ...} lines
+      model/              the result: a kbert model directory with the MLM / NSP heads
+
+Re-running the same command after a crash, a `kill -9` or a SIGTERM resumes from the last
+checkpoint (step, optimizer moments, learning-rate schedule) and stops at `steps` in total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingSettings:
+    """What a run is; saved as run_config.json (field names are the CLI flags)."""
+
+    corpus: tuple[str, ...]
+    out: str
+    vocab: str | None = None
+    preset: str = "mini"
+    init: str | None = None
+    cased: bool = False
+    seq_len: int = 128
+    max_predictions: int = 20
+    batch_size: int = 32
+    steps: int = 10_000
+    learning_rate: float = 1e-4
+    warmup_steps: int | None = None
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    gradient_accumulation: int | None = None
+    whole_word_masking: bool = False
+    checkpoint_every: int = 500
+    log_every: int = 10
+    strategy: str = "auto"
+    precision: str = "auto"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    seed: int | None = None
+
+
+# Settings that define the model and its data; a resumed run must not change them.
+_FIXED_ON_RESUME = ("vocab", "preset", "init", "cased", "seq_len", "max_predictions",
+                    "whole_word_masking")
+
+
+def _check_resume(settings: PretrainingSettings, path: str) -> None:
+    if not os.path.isfile(path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(dataclasses.asdict(settings), f, indent=2)
+        return
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    changed = [f"{k} ({saved.get(k)!r} -> {getattr(settings, k)!r})" for k in _FIXED_ON_RESUME
+               if saved.get(k) != getattr(settings, k)]
+    if changed:
+        raise ValueError(f"{path}: this run directory was started with other settings: "
+                         f"{', '.join(changed)}. Use a new --out, or the original settings "
+                         "to resume.")
+
+
+def _model_and_vocab(settings: PretrainingSettings):
+    """(BertConfig, vocab tokens, lowercase, initial weights or None)."""
+    from kbert.config import BertConfig
+    from kbert.model_dir import read_checkpoint, read_vocab
+
+    if settings.init:
+        checkpoint = read_checkpoint(settings.init)
+        return checkpoint.config, checkpoint.vocab, checkpoint.lowercase, checkpoint.weights
+    if not settings.vocab:
+        raise ValueError("give --vocab (a vocab.txt, e.g. from `kbert vocab`) or --init MODEL_DIR")
+    vocab = read_vocab(settings.vocab)
+    config = BertConfig.from_preset(settings.preset, vocabulary_size=len(vocab),
+                                    max_sequence_length=max(512, settings.seq_len))
+    return config, vocab, not settings.cased, None
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingResult:
+    model_dir: str | None     # RUN_DIR/model, None when stopped early (SIGTERM)
+    step: int                 # optimizer steps done in total
+    stopped_by: str | None    # None (finished) or "sigterm"
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and \
+        "chief" not in resolver.cluster_spec().as_dict()
+
+
+def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> PretrainingResult:
+    """Runs (or resumes) pre-training.
+
+    Raises `kbert.checkpointing.TrainingDiverged` on a NaN loss (the last good checkpoint
+    is kept). After SIGTERM it returns with the checkpoint saved, `stopped_by="sigterm"`
+    and no model directory written; running it again resumes.
+    """
+    # The strategy first: a multi-worker strategy must be built before any TF op runs.
+    from kbert.distribute import select_strategy
+
+    strategy = select_strategy(settings.strategy)
+
+    import keras
+    import numpy as np
+
+    from kbert.checkpointing import StepLogger, TrainingCheckpoint
+    from kbert.data.pretraining import pretraining_dataset
+    from kbert.model_dir import HEAD_PREFIXES, assign_encoder_weights, save_model
+    from kbert.models import build_encoder
+    from kbert.pretrainer import build_pretrainer
+    from kbert.text import Tokenizer
+    from kbert.training import create_optimizer, set_precision
+
+    os.makedirs(settings.out, exist_ok=True)
+    _check_resume(settings, os.path.join(settings.out, "run_config.json"))
+    config, vocab, lowercase, initial = _model_and_vocab(settings)
+    if settings.seq_len > config.max_sequence_length:
+        raise ValueError(f"--seq-len {settings.seq_len} exceeds the model's "
+                         f"max_sequence_length {config.max_sequence_length}")
+    set_precision(settings.precision, strategy)
+    tokenizer = Tokenizer(vocab, lowercase=lowercase)
+
+    with strategy.scope():
+        encoder = build_encoder(config)
+        model = build_pretrainer(encoder, config)
+        if initial is not None:
+            assign_encoder_weights(encoder, initial, source=settings.init)
+            for variable in model.weights:
+                if variable.path.startswith(HEAD_PREFIXES) and variable.path in initial:
+                    variable.assign(np.asarray(initial[variable.path], np.float32))
+        model.compile(
+            optimizer=create_optimizer(
+                settings.learning_rate, settings.steps, warmup_steps=settings.warmup_steps,
+                weight_decay=settings.weight_decay, optimizer=settings.optimizer,
+                gradient_accumulation_steps=settings.gradient_accumulation),
+            jit_compile=settings.jit_compile, steps_per_execution=settings.steps_per_execution)
+        # Under several workers only the chief's checkpoints are kept; the others write
+        # theirs (the same values) beside it, as tf.distribute expects every worker to save.
+        chief = _is_chief(strategy)
+        checkpoint_dir = os.path.join(settings.out, "checkpoints" if chief else
+                                      f"checkpoints-worker-{strategy.cluster_resolver.task_id}")
+        checkpoint = TrainingCheckpoint(checkpoint_dir, model,
+                                        every_n_steps=settings.checkpoint_every)
+        done = checkpoint.restore()
+
+    remaining = settings.steps - done
+    if remaining > 0:
+        def dataset_fn(input_context=None):
+            return pretraining_dataset(
+                list(settings.corpus), tokenizer, sequence_length=settings.seq_len,
+                max_predictions=settings.max_predictions, batch_size=settings.batch_size,
+                whole_word_masking=settings.whole_word_masking,
+                # A resumed run gets new data order rather than replaying the first batches.
+                seed=None if settings.seed is None else settings.seed + done,
+                input_context=input_context)
+
+        if strategy.num_replicas_in_sync > 1:
+            data = strategy.distribute_datasets_from_function(dataset_fn)
+        else:
+            data = dataset_fn()
+        logger.info("training steps %d..%d of %d", done + 1, settings.steps, settings.steps)
+        model.fit(data, epochs=1, steps_per_epoch=remaining, verbose=verbose,
+                  callbacks=[checkpoint,
+                             StepLogger(os.path.join(settings.out, "metrics.jsonl"),
+                                        settings.log_every),
+                             keras.callbacks.TensorBoard(os.path.join(settings.out, "logs"),
+                                                         update_freq=settings.log_every)])
+        checkpoint.raise_if_diverged()
+    if checkpoint.stopped_by == "sigterm":
+        logger.warning("stopped by SIGTERM at step %d; checkpoint saved, re-run to resume",
+                       checkpoint.step)
+        return PretrainingResult(None, checkpoint.step, "sigterm")
+    heads = {v.path: np.asarray(v.numpy(), np.float32) for v in model.weights
+             if v.path.startswith(HEAD_PREFIXES)}
+    model_dir = os.path.join(settings.out, "model")
+    if chief:
+        save_model(encoder, config, model_dir, vocab, lowercase=lowercase, heads=heads,
+                   overwrite=True)
+    return PretrainingResult(model_dir, checkpoint.step, None)
