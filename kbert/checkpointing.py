@@ -116,19 +116,31 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
 
 class StepLogger(keras.callbacks.Callback):
-    """Appends `{"step": global optimizer step, **logs}` lines to a JSONL file, so loss
-    curves of interrupted and resumed runs line up on one step axis."""
+    """Appends `{"step": global optimizer step, **metrics}` lines to a JSONL file, each
+    metric averaged over the steps since the previous line (Keras' logs hold running
+    means since the start of `fit`; these are recovered from them), so the curves of an
+    interrupted and a resumed run line up on one step axis."""
 
     def __init__(self, path: str, every_n_steps: int = 10):
         super().__init__()
         self.path = path
         self.every_n_steps = every_n_steps
 
+    def on_train_begin(self, logs=None):
+        self._seen, self._means = 0, {}
+
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every_n_steps:
             return
-        record = {"step": step, **{k: float(v) for k, v in (logs or {}).items()}}
+        seen = batch + 1  # batches in this fit call so far
+        record = {"step": step}
+        for key, value in (logs or {}).items():
+            mean = float(value)
+            previous = self._means.get(key, 0.0)
+            record[key] = (seen * mean - self._seen * previous) / max(seen - self._seen, 1)
+            self._means[key] = mean
+        self._seen = seen
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

@@ -14,12 +14,11 @@ weights converted from Hugging Face / TF1 checkpoints load by name.
 from __future__ import annotations
 
 import keras
-import keras_hub
 import tensorflow as tf
 from keras import ops
 
 from kbert.config import BertConfig
-from kbert.layers import get_activation
+from kbert.layers import MaskedLMHead, get_activation
 
 
 @keras.saving.register_keras_serializable(package="kbert")
@@ -95,9 +94,9 @@ def build_pretrainer(encoder: keras.Model, config: BertConfig) -> BertPretrainer
     inputs = dict(encoder.input)
     inputs["mask_positions"] = mask_positions
     outputs = encoder.output
-    mlm = keras_hub.layers.MaskedLMHead(
+    mlm = MaskedLMHead(
         token_embedding=encoder.get_layer("token_embedding"),
-        intermediate_activation=get_activation(config.activation),
+        activation=get_activation(config.activation),
         layer_norm_epsilon=config.layer_norm_epsilon, kernel_initializer=init,
         name="mlm_head")(outputs["sequence_output"], mask_positions=mask_positions)
     nsp = keras.layers.Dense(2, kernel_initializer=init, name="nsp_head")(
