@@ -1,0 +1,166 @@
+"""Pre-training step throughput: kbert vs Hugging Face transformers (PyTorch, CPU).
+
+Side by side in one process, interleaved rounds, same config / batch / sequence length /
+number of masked predictions, random token ids:
+
+- kbert: `build_pretrainer` + BERT's AdamW, one `model.fit` train step (float32, and
+  bfloat16 mixed precision), optionally XLA;
+- PyTorch: `BertForPreTraining` + `torch.optim.AdamW`, the MLM head applied only at the
+  masked positions (as kbert does), and as shipped (logits at every position).
+
+Prints sequences/s (median over rounds, after warm-up). Needs the `reference` extra.
+
+    python scripts/bench_pretraining_step.py --presets mini base
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def make_batch(config, batch, length, predictions, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {"token_ids": rng.integers(5, config.vocabulary_size, (batch, length)).astype("int32"),
+         "segment_ids": (np.arange(length)[None] >= length // 2).repeat(batch, 0).astype("int32"),
+         "padding_mask": np.ones((batch, length), "int32"),
+         "mask_positions": np.sort(np.stack([rng.choice(np.arange(1, length - 1), predictions,
+                                                        replace=False) for _ in range(batch)]),
+                                   axis=1).astype("int32")}
+    y = {"mlm_logits": rng.integers(5, config.vocabulary_size, (batch, predictions)).astype("int32"),
+         "nsp_logits": rng.integers(0, 2, batch).astype("int32")}
+    w = {"mlm_logits": np.ones((batch, predictions), "float32"),
+         "nsp_logits": np.ones(batch, "float32")}
+    return x, y, w
+
+
+class KbertStep:
+    def __init__(self, config, batch, precision, jit_compile):
+        import keras
+        import tensorflow as tf
+
+        import kbert
+        from kbert.pretrainer import build_pretrainer
+        from kbert.training import create_optimizer
+
+        keras.config.set_dtype_policy(precision)
+        model = build_pretrainer(kbert.build_encoder(config), config)
+        model.compile(optimizer=create_optimizer(1e-4, total_steps=10_000),
+                      jit_compile=jit_compile)
+        keras.config.set_dtype_policy("float32")
+        x, y, w = batch
+        self.data = tf.data.Dataset.from_tensors((x, y, w)).repeat()
+        self.model = model
+
+    def run(self, steps):
+        start = time.perf_counter()
+        self.model.fit(self.data, steps_per_epoch=steps, epochs=1, verbose=0)
+        return time.perf_counter() - start
+
+
+class TorchStep:
+    def __init__(self, config, batch, masked_only):
+        import torch
+        import transformers
+
+        hf = transformers.BertConfig(
+            vocab_size=config.vocabulary_size, hidden_size=config.hidden_dim,
+            num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+            intermediate_size=config.intermediate_dim, hidden_act="gelu")
+        self.model = transformers.BertForPreTraining._from_config(
+            hf, attn_implementation="sdpa").train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, eps=1e-6,
+                                           weight_decay=0.01)
+        x, y, _ = batch
+        self.ids = torch.from_numpy(x["token_ids"]).long()
+        self.segments = torch.from_numpy(x["segment_ids"]).long()
+        self.mask = torch.from_numpy(x["padding_mask"]).long()
+        self.positions = torch.from_numpy(x["mask_positions"]).long()
+        self.mask_ids = torch.from_numpy(y["mlm_logits"]).long()
+        self.nsp = torch.from_numpy(y["nsp_logits"]).long()
+        self.masked_only = masked_only
+        self.torch = torch
+
+    def step(self):
+        torch = self.torch
+        self.optimizer.zero_grad()
+        if self.masked_only:
+            out = self.model.bert(input_ids=self.ids, token_type_ids=self.segments,
+                                  attention_mask=self.mask)
+            hidden = torch.gather(out.last_hidden_state, 1, self.positions[..., None].expand(
+                -1, -1, out.last_hidden_state.shape[-1]))
+            mlm = self.model.cls.predictions(hidden)
+            nsp = self.model.cls.seq_relationship(out.pooler_output)
+            labels = self.mask_ids
+        else:
+            out = self.model(input_ids=self.ids, token_type_ids=self.segments,
+                             attention_mask=self.mask)
+            mlm, nsp = out.prediction_logits, out.seq_relationship_logits
+            labels = torch.full(self.ids.shape, -100, dtype=torch.long)
+            labels.scatter_(1, self.positions, self.mask_ids)
+        loss = (torch.nn.functional.cross_entropy(mlm.reshape(-1, mlm.shape[-1]),
+                                                  labels.reshape(-1), ignore_index=-100)
+                + torch.nn.functional.cross_entropy(nsp, self.nsp))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+
+    def run(self, steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["mini", "base"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--max-predictions", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="steps per round")
+    parser.add_argument("--xla", action="store_true", help="also time jit_compile=True")
+    parser.add_argument("--skip-shipped", action="store_true",
+                        help="skip PyTorch with logits at every position")
+    args = parser.parse_args()
+
+    import torch
+
+    from kbert.config import BertConfig
+
+    torch.set_num_threads(os.cpu_count())
+    for preset in args.presets:
+        config = BertConfig.from_preset(preset, dropout=0.1)
+        batch = make_batch(config, args.batch_size, args.seq_len, args.max_predictions)
+        contenders = {
+            "kbert float32": KbertStep(config, batch, "float32", False),
+            "kbert mixed_bfloat16": KbertStep(config, batch, "mixed_bfloat16", False),
+            "pytorch masked positions": TorchStep(config, batch, masked_only=True),
+        }
+        if args.xla:
+            contenders["kbert float32 XLA"] = KbertStep(config, batch, "float32", True)
+            contenders["kbert mixed_bfloat16 XLA"] = KbertStep(config, batch, "mixed_bfloat16",
+                                                               True)
+        if not args.skip_shipped:
+            contenders["pytorch as shipped"] = TorchStep(config, batch, masked_only=False)
+        for step in contenders.values():
+            step.run(2)  # warm-up: tracing, allocation
+        rates = {name: [] for name in contenders}
+        for _ in range(args.rounds):
+            for name, step in contenders.items():
+                rates[name].append(args.steps * args.batch_size / step.run(args.steps))
+        reference = statistics.median(rates["pytorch masked positions"])
+        print(f"\n{preset} (L{config.num_layers}/H{config.hidden_dim}), T={args.seq_len}, "
+              f"B={args.batch_size}, P={args.max_predictions}, {os.cpu_count()} cores, "
+              f"{args.rounds} rounds x {args.steps} steps")
+        print(f"{'':28s} {'seq/s':>8s} {'vs pytorch masked':>18s}")
+        for name, values in rates.items():
+            median = statistics.median(values)
+            print(f"{name:28s} {median:8.2f} {median / reference:17.2f}x")
+
+
+if __name__ == "__main__":
+    main()
