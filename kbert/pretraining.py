@@ -121,6 +121,7 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
     import numpy as np
 
     from kbert.checkpointing import StepLogger, TrainingCheckpoint
+    from kbert.data.documents import count_invalid_utf8, expand_files
     from kbert.data.pretraining import pretraining_dataset
     from kbert.model_dir import HEAD_PREFIXES, assign_encoder_weights, save_model
     from kbert.models import build_encoder
@@ -136,6 +137,11 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
                          f"max_sequence_length {config.max_sequence_length}")
     set_precision(settings.precision, strategy)
     tokenizer = Tokenizer(vocab, lowercase=lowercase)
+    text_files = [p for p in expand_files(list(settings.corpus)) if not p.endswith(".tfrecord")]
+    invalid = count_invalid_utf8(text_files)
+    if invalid:
+        logger.warning("%d line(s) of the corpus hold invalid UTF-8; those bytes are read as "
+                       "U+FFFD (dropped by the tokenizer)", invalid)
 
     with strategy.scope():
         encoder = build_encoder(config)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbert.data.documents import clean_lines, read_documents, split_documents
+from kbert.data.documents import (clean_lines, count_invalid_utf8, has_two_documents,
+                                  read_documents, split_documents)
 from kbert.data.nsp import nsp_pair_batches
 
 
@@ -120,6 +121,14 @@ def test_real_world_text(tmp_path):
     assert docs[0]["line_starts"].tolist() == [0, 3]
     # 100,000 bytes kept of the enormous line: 33,333 full "11 " tokens and one more.
     assert len(docs) == 4 and len(docs[3]["tokens"]) == 33_334
+    assert count_invalid_utf8([path]) == 1 and has_two_documents([path])
+
+
+def test_one_document_is_detected(tmp_path):
+    (tmp_path / "one.txt").write_text("\n\na b\nc d\n\n\n")
+    (tmp_path / "two.txt").write_text("e f\n")
+    assert not has_two_documents([tmp_path / "one.txt"])
+    assert has_two_documents([tmp_path / "one.txt", tmp_path / "two.txt"])  # files split too
 
 
 def test_clean_lines_and_split():

@@ -1,0 +1,71 @@
+"""The whole text graph of a serving model, strings -> model inputs: tokenizer + packer.
+
+Its only custom ops must be FastBertNormalize and FastWordpieceTokenizeWithOffsets (both in
+tf-text >= 2.12, which TF Serving >= 2.12 bundles, and both with TFLite kernels).
+"""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+import kbert
+from kbert.text.packer import pack
+from test_tokenizer import _op_types
+
+VOCAB = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer", "vocab.txt")
+
+
+class TextToInputs(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.tokenizer = kbert.Tokenizer(VOCAB)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
+                                  tf.TensorSpec([None], tf.string)])
+    def inputs(self, text, text_pair):
+        t = self.tokenizer
+        return pack(t.tokenize(text), t.tokenize(text_pair), sequence_length=16,
+                    cls_id=t.cls_id, sep_id=t.sep_id, pad_id=t.pad_id)
+
+
+TEXTS = ["Héllo naïve café!", "東京 is big", ""]
+PAIRS = ["the cat sat on the mat and then some more words to force truncation", "ok", "x"]
+
+
+def test_only_the_two_tf_text_ops():
+    module = TextToInputs()  # kept alive: a traced method holds only a weak reference
+    ops = _op_types(module.inputs.get_concrete_function())
+    custom = {op for op in ops if not hasattr(tf.raw_ops, op)}
+    assert custom == {"FastBertNormalize", "FastWordpieceTokenizeWithOffsets"}
+    assert not {"RoundRobinTrim", "RaggedGather", "RegexSplitWithOffsets"} & ops
+
+
+def test_text_graph_matches_piecewise_and_converts_to_tflite():
+    module = TextToInputs()
+    got = module.inputs(tf.constant(TEXTS), tf.constant(PAIRS))
+    t = module.tokenizer
+    token_ids, padding_mask = got["token_ids"].numpy(), got["padding_mask"].numpy()
+    for i, (a, b) in enumerate(zip(TEXTS, PAIRS)):
+        ids_a, ids_b = t.tokenize(a).numpy().tolist(), t.tokenize(b).numpy().tolist()
+        real = token_ids[i][padding_mask[i] == 1].tolist()
+        # [CLS] A' [SEP] B' [SEP] where A', B' are prefixes of the two token lists.
+        assert real[0] == t.cls_id and real[-1] == t.sep_id
+        first = real[1:real.index(t.sep_id)]
+        second = real[len(first) + 2:-1]
+        assert first == ids_a[:len(first)] and second == ids_b[:len(second)]
+        assert len(first) + len(second) == min(13, len(ids_a) + len(ids_b))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.inputs.get_concrete_function()], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = True
+    interpreter_module = pytest.importorskip("tensorflow.lite.python.interpreter")
+    interpreter = interpreter_module.InterpreterWithCustomOps(
+        model_content=converter.convert(),
+        custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)
+    out = interpreter.get_signature_runner()(text=np.array(TEXTS, dtype=object),
+                                             text_pair=np.array(PAIRS, dtype=object))
+    for key in ("token_ids", "segment_ids", "padding_mask"):
+        np.testing.assert_array_equal(out[key], got[key].numpy(), err_msg=key)
