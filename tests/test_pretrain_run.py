@@ -148,3 +148,29 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     fresh.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     assert TrainingCheckpoint(str(tmp_path), fresh).restore() == 4
     assert all(np.isfinite(v.numpy()).all() for v in fresh.weights)
+
+
+def test_init_from_a_converted_checkpoint_keeps_its_weights(tmp_path, fixtures_dir):
+    """--init: encoder and heads come from the model directory (lr 0: nothing moves)."""
+    from kbert.convert import convert
+    from kbert.model_dir import read_checkpoint
+    from kbert.pretraining import PretrainingSettings, pretrain
+
+    init = convert(os.path.join(fixtures_dir, "hf_tiny_pretraining"), tmp_path / "init")
+    words = "the a cat dog sat on mat and of to in is was it he she they we you".split()
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "corpus.txt", "w") as f:
+        for _ in range(10):
+            for _ in range(4):
+                f.write(" ".join(rng.choice(words, 12)) + " .\n")
+            f.write("\n")
+    result = pretrain(PretrainingSettings(
+        corpus=(str(tmp_path / "corpus.txt"),), out=str(tmp_path / "run"), init=init,
+        seq_len=32, max_predictions=4, batch_size=4, steps=2, learning_rate=0.0,
+        weight_decay=0.0, checkpoint_every=100), verbose=0)
+    assert result.step == 2 and result.stopped_by is None
+    before, after = read_checkpoint(init), read_checkpoint(result.model_dir)
+    assert after.has_pretraining_heads and sorted(before.weights) == sorted(after.weights)
+    for name, value in before.weights.items():
+        np.testing.assert_array_equal(after.weights[name], value, err_msg=name)
+    assert after.vocab == before.vocab
