@@ -127,12 +127,16 @@ class StepLogger(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
 
     def on_train_begin(self, logs=None):
-        self._seen, self._means = 0, {}
+        self._seen, self._means, self._last_step = 0, {}, None
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        if step % self.every_n_steps:
+        if self._last_step is None:
+            self._last_step = step - 1 - batch  # the step this fit call started from
+        # ">=" rather than "%": with steps_per_execution > 1 this hook sees every k-th step.
+        if step - self._last_step < self.every_n_steps and step % self.every_n_steps:
             return
+        self._last_step = step
         seen = batch + 1  # batches in this fit call so far
         record = {"step": step}
         for key, value in (logs or {}).items():
