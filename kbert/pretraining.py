@@ -182,7 +182,8 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
         else:
             data = dataset_fn()
         logger.info("training steps %d..%d of %d", done + 1, settings.steps, settings.steps)
-        model.fit(data, epochs=1, steps_per_epoch=remaining, verbose=verbose,
+        # shuffle=False: the dataset shuffles itself (Keras would warn and ignore it).
+        model.fit(data, epochs=1, steps_per_epoch=remaining, verbose=verbose, shuffle=False,
                   callbacks=[checkpoint,
                              StepLogger(os.path.join(settings.out, "metrics.jsonl"),
                                         settings.log_every),
