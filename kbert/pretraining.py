@@ -57,10 +57,15 @@ _FIXED_ON_RESUME = ("vocab", "preset", "init", "cased", "seq_len", "max_predicti
                     "whole_word_masking")
 
 
-def _check_resume(settings: PretrainingSettings, path: str) -> None:
+def _save_settings(settings: PretrainingSettings, path: str) -> None:
     if not os.path.isfile(path):
         with open(path, "w", encoding="utf-8") as f:
             json.dump(dataclasses.asdict(settings), f, indent=2)
+
+
+def _check_resume(settings: PretrainingSettings, path: str) -> None:
+    """Refuses to resume a run directory with settings that change the model or data."""
+    if not os.path.isfile(path):
         return
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
@@ -118,6 +123,25 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
     strategy = select_strategy(settings.strategy)
 
     import keras
+
+    from kbert.training import set_precision
+
+    os.makedirs(settings.out, exist_ok=True)
+    _check_resume(settings, os.path.join(settings.out, "run_config.json"))
+    config, vocab, lowercase, initial = _model_and_vocab(settings)
+    if settings.seq_len > config.max_sequence_length:
+        raise ValueError(f"--seq-len {settings.seq_len} exceeds the model's "
+                         f"max_sequence_length {config.max_sequence_length}")
+    set_precision(settings.precision, strategy)
+    try:
+        return _run(settings, strategy, config, vocab, lowercase, initial, verbose)
+    finally:
+        keras.config.set_dtype_policy("float32")  # leave the process as it was
+
+
+def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> PretrainingResult:
+    """Builds the model under `strategy`, restores, trains the remaining steps, saves."""
+    import keras
     import numpy as np
 
     from kbert.checkpointing import StepLogger, TrainingCheckpoint
@@ -127,15 +151,8 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
     from kbert.models import build_encoder
     from kbert.pretrainer import build_pretrainer
     from kbert.text import Tokenizer
-    from kbert.training import create_optimizer, set_precision
+    from kbert.training import create_optimizer
 
-    os.makedirs(settings.out, exist_ok=True)
-    _check_resume(settings, os.path.join(settings.out, "run_config.json"))
-    config, vocab, lowercase, initial = _model_and_vocab(settings)
-    if settings.seq_len > config.max_sequence_length:
-        raise ValueError(f"--seq-len {settings.seq_len} exceeds the model's "
-                         f"max_sequence_length {config.max_sequence_length}")
-    set_precision(settings.precision, strategy)
     tokenizer = Tokenizer(vocab, lowercase=lowercase)
     text_files = [p for p in expand_files(list(settings.corpus)) if not p.endswith(".tfrecord")]
     invalid = count_invalid_utf8(text_files)
@@ -166,6 +183,8 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
                                         every_n_steps=settings.checkpoint_every)
         done = checkpoint.restore()
 
+    # Written once the run is set up, so a mistyped first attempt does not pin settings.
+    _save_settings(settings, os.path.join(settings.out, "run_config.json"))
     remaining = settings.steps - done
     if remaining > 0:
         def dataset_fn(input_context=None):

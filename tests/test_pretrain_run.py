@@ -121,10 +121,11 @@ def test_sigterm_kill9_and_resume(tmp_path):
 
 
 def test_changed_settings_do_not_resume(tmp_path):
-    from kbert.pretraining import PretrainingSettings, _check_resume
+    from kbert.pretraining import PretrainingSettings, _check_resume, _save_settings
 
     path = str(tmp_path / "run_config.json")
-    _check_resume(PretrainingSettings(corpus=("a",), out="x", preset="tiny"), path)
+    _check_resume(PretrainingSettings(corpus=("a",), out="x", preset="mini"), path)  # new
+    _save_settings(PretrainingSettings(corpus=("a",), out="x", preset="tiny"), path)
     _check_resume(PretrainingSettings(corpus=("a",), out="x", preset="tiny", steps=5), path)
     with pytest.raises(ValueError, match=r"preset \('tiny' -> 'mini'\)"):
         _check_resume(PretrainingSettings(corpus=("a",), out="x", preset="mini"), path)
