@@ -39,7 +39,9 @@ def _pretrain(args: argparse.Namespace) -> None:
         print(f"stopped at step {result.step} (SIGTERM); checkpoint saved in "
               f"{settings.out}/checkpoints: run the same command again to resume")
         sys.exit(143)
-    print(f"trained {result.step} steps; model directory: {result.model_dir}")
+    where = (f"model directory: {result.model_dir}" if result.model_dir
+             else "the chief worker writes the model directory")
+    print(f"trained {result.step} steps; {where}")
 
 
 def _fill_mask(args: argparse.Namespace) -> None:

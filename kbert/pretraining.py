@@ -95,7 +95,7 @@ def _model_and_vocab(settings: PretrainingSettings):
 
 @dataclasses.dataclass(frozen=True)
 class PretrainingResult:
-    model_dir: str | None     # RUN_DIR/model, None when stopped early (SIGTERM)
+    model_dir: str | None     # RUN_DIR/model; None when stopped early or not the chief
     step: int                 # optimizer steps done in total
     stopped_by: str | None    # None (finished) or "sigterm"
 
@@ -177,8 +177,8 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
         # Under several workers only the chief's checkpoints are kept; the others write
         # theirs (the same values) beside it, as tf.distribute expects every worker to save.
         chief = _is_chief(strategy)
-        checkpoint_dir = os.path.join(settings.out, "checkpoints" if chief else
-                                      f"checkpoints-worker-{strategy.cluster_resolver.task_id}")
+        suffix = "" if chief else f"-worker-{strategy.cluster_resolver.task_id}"
+        checkpoint_dir = os.path.join(settings.out, "checkpoints" + suffix)
         checkpoint = TrainingCheckpoint(checkpoint_dir, model,
                                         every_n_steps=settings.checkpoint_every)
         done = checkpoint.restore()
@@ -204,9 +204,10 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
         # shuffle=False: the dataset shuffles itself (Keras would warn and ignore it).
         model.fit(data, epochs=1, steps_per_epoch=remaining, verbose=verbose, shuffle=False,
                   callbacks=[checkpoint,
-                             StepLogger(os.path.join(settings.out, "metrics.jsonl"),
+                             StepLogger(os.path.join(settings.out, f"metrics{suffix}.jsonl"),
                                         settings.log_every),
-                             keras.callbacks.TensorBoard(os.path.join(settings.out, "logs"),
+                             keras.callbacks.TensorBoard(os.path.join(settings.out,
+                                                                      "logs" + suffix),
                                                          update_freq=settings.log_every)])
         checkpoint.raise_if_diverged()
     if checkpoint.stopped_by == "sigterm":
@@ -215,8 +216,9 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
         return PretrainingResult(None, checkpoint.step, "sigterm")
     heads = {v.path: np.asarray(v.numpy(), np.float32) for v in model.weights
              if v.path.startswith(HEAD_PREFIXES)}
+    if not chief:  # the chief writes the one model directory
+        return PretrainingResult(None, checkpoint.step, None)
     model_dir = os.path.join(settings.out, "model")
-    if chief:
-        save_model(encoder, config, model_dir, vocab, lowercase=lowercase, heads=heads,
-                   overwrite=True)
+    save_model(encoder, config, model_dir, vocab, lowercase=lowercase, heads=heads,
+               overwrite=True)
     return PretrainingResult(model_dir, checkpoint.step, None)

@@ -175,3 +175,42 @@ def test_init_from_a_converted_checkpoint_keeps_its_weights(tmp_path, fixtures_d
     for name, value in before.weights.items():
         np.testing.assert_array_equal(after.weights[name], value, err_msg=name)
     assert after.vocab == before.vocab
+
+
+@pytest.mark.slow
+def test_kbert_pretrain_on_two_workers(tmp_path):
+    """The CLI under TF_CONFIG: two workers on 127.0.0.1, the chief writes the results."""
+    import socket
+
+    write_corpus_and_vocab(tmp_path)
+    documents = (tmp_path / "corpus.txt").read_text().split("\n\n")
+    for i in range(2):  # one shard per worker at least
+        (tmp_path / f"part{i}.txt").write_text("\n\n".join(documents[i::2]))
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cmd = command(tmp_path, steps=30)
+    cmd[cmd.index("--corpus") + 1] = str(tmp_path / "part*.txt")
+    processes = []
+    try:
+        for index in range(2):
+            tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                         "task": {"type": "worker", "index": index}}
+            env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
+                       TF_CONFIG=json.dumps(tf_config))
+            processes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True))
+        outputs = [p.communicate(timeout=240)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in processes), outputs
+    assert "2 replica(s) in sync" in outputs[0]
+    assert "model directory" in outputs[0] and "chief worker writes" in outputs[1]
+    run = tmp_path / "run"
+    assert (run / "model" / "weights.safetensors").exists()
+    assert checkpoint_steps(tmp_path)[-1] == 30
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 6  # steps 5..30, chief
