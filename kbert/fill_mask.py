@@ -19,9 +19,8 @@ def fill_mask(model_dir: str | os.PathLike, texts: list[str], top_k: int = 5
     """
     import tensorflow as tf
 
-    from kbert.model_dir import HEAD_PREFIXES, assign_encoder_weights, read_checkpoint
-    from kbert.models import build_encoder
-    from kbert.pretrainer import build_pretrainer
+    from kbert.model_dir import read_checkpoint
+    from kbert.pretrainer import load_pretrainer
     from kbert.text import Tokenizer
     from kbert.text.packer import pack
 
@@ -50,12 +49,7 @@ def fill_mask(model_dir: str | os.PathLike, texts: list[str], top_k: int = 5
     for i, p in enumerate(positions):
         mask_positions[i, :len(p)] = p
 
-    encoder = build_encoder(checkpoint.config)
-    model = build_pretrainer(encoder, checkpoint.config)
-    assign_encoder_weights(encoder, checkpoint.weights, source=os.fspath(model_dir))
-    for variable in model.weights:
-        if variable.path.startswith(HEAD_PREFIXES):
-            variable.assign(checkpoint.weights[variable.path])
+    model = load_pretrainer(checkpoint)
     inputs = {name: tensor.numpy() for name, tensor in packed.items()}
     logits = model({**inputs, "mask_positions": mask_positions})["mlm_logits"].numpy()
     probabilities = tf.nn.softmax(logits, axis=-1).numpy()

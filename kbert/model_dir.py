@@ -81,6 +81,15 @@ def read_vocab(path: str | os.PathLike) -> tuple[str, ...]:
     return tokens
 
 
+def read_lowercase(path: str | os.PathLike) -> bool:
+    """tokenizer_config.json's "lowercase" in a model directory; uncased when absent."""
+    tokenizer_file = os.path.join(path, TOKENIZER_FILE)
+    if not os.path.isfile(tokenizer_file):
+        return True
+    with open(tokenizer_file, encoding="utf-8") as f:
+        return bool(json.load(f).get("lowercase", True))
+
+
 def encoder_weights(model) -> dict[str, np.ndarray]:
     """The encoder's variables as {variable path: float32 array}."""
     return {v.path: np.asarray(v.numpy(), dtype=np.float32) for v in model.weights}
@@ -138,11 +147,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if not os.path.isfile(os.path.join(path, name)):
             raise FileNotFoundError(f"{path} is not a kbert model directory: {name} is missing")
     config = BertConfig.load(os.path.join(path, CONFIG_FILE))
-    lowercase = True
-    tokenizer_file = os.path.join(path, TOKENIZER_FILE)
-    if os.path.isfile(tokenizer_file):
-        with open(tokenizer_file, encoding="utf-8") as f:
-            lowercase = bool(json.load(f).get("lowercase", True))
+    lowercase = read_lowercase(path)
     weights = safetensors.numpy.load_file(os.path.join(path, WEIGHTS_FILE))
     return Checkpoint(config=config, weights=weights,
                       vocab=read_vocab(os.path.join(path, VOCAB_FILE)), lowercase=lowercase)

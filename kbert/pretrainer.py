@@ -138,3 +138,38 @@ def build_pretrainer(encoder: keras.Model, config: BertConfig) -> BertPretrainer
                  "nsp_logits": keras.layers.Activation("linear", dtype="float32",
                                                        name="nsp_logits")(nsp)},
         name="bert_pretrainer")
+
+
+def head_weights(model: keras.Model) -> dict:
+    """The pre-training heads' variables as {path: float32 array} (model-directory keys)."""
+    import numpy as np
+
+    from kbert.model_dir import HEAD_PREFIXES
+
+    return {v.path: np.asarray(v.numpy(), np.float32) for v in model.weights
+            if v.path.startswith(HEAD_PREFIXES)}
+
+
+def assign_weights(encoder: keras.Model, model: BertPretrainer, weights, source: str) -> None:
+    """Loads model-directory weights: every encoder tensor (strictly, see
+    `kbert.model_dir.assign_encoder_weights`) and the head tensors that are present; heads
+    missing from `weights` (an encoder-only conversion) keep their fresh initialisation."""
+    import numpy as np
+
+    from kbert.model_dir import HEAD_PREFIXES, assign_encoder_weights
+
+    assign_encoder_weights(encoder, weights, source=source)
+    for variable in model.weights:
+        if variable.path.startswith(HEAD_PREFIXES) and variable.path in weights:
+            variable.assign(np.asarray(weights[variable.path], np.float32))
+
+
+def load_pretrainer(checkpoint, source: str = "checkpoint") -> BertPretrainer:
+    """A pretrainer holding a `kbert.model_dir.Checkpoint`'s encoder and head weights
+    (check `checkpoint.has_pretraining_heads` where trained heads are required)."""
+    from kbert.models import build_encoder
+
+    encoder = build_encoder(checkpoint.config)
+    model = build_pretrainer(encoder, checkpoint.config)
+    assign_weights(encoder, model, checkpoint.weights, source)
+    return model

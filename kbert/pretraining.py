@@ -142,14 +142,13 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
 def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> PretrainingResult:
     """Builds the model under `strategy`, restores, trains the remaining steps, saves."""
     import keras
-    import numpy as np
 
     from kbert.checkpointing import StepLogger, TrainingCheckpoint
     from kbert.data.documents import count_invalid_utf8, expand_files
     from kbert.data.pretraining import pretraining_dataset
-    from kbert.model_dir import HEAD_PREFIXES, assign_encoder_weights, save_model
+    from kbert.model_dir import save_model
     from kbert.models import build_encoder
-    from kbert.pretrainer import build_pretrainer
+    from kbert.pretrainer import assign_weights, build_pretrainer, head_weights
     from kbert.text import Tokenizer
     from kbert.training import create_optimizer
 
@@ -164,10 +163,7 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
         encoder = build_encoder(config)
         model = build_pretrainer(encoder, config)
         if initial is not None:
-            assign_encoder_weights(encoder, initial, source=settings.init)
-            for variable in model.weights:
-                if variable.path.startswith(HEAD_PREFIXES) and variable.path in initial:
-                    variable.assign(np.asarray(initial[variable.path], np.float32))
+            assign_weights(encoder, model, initial, source=settings.init)
         model.compile(
             optimizer=create_optimizer(
                 settings.learning_rate, settings.steps, warmup_steps=settings.warmup_steps,
@@ -214,8 +210,7 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
         logger.warning("stopped by SIGTERM at step %d; checkpoint saved, re-run to resume",
                        checkpoint.step)
         return PretrainingResult(None, checkpoint.step, "sigterm")
-    heads = {v.path: np.asarray(v.numpy(), np.float32) for v in model.weights
-             if v.path.startswith(HEAD_PREFIXES)}
+    heads = head_weights(model)
     if not chief:  # the chief writes the one model directory
         return PretrainingResult(None, checkpoint.step, None)
     model_dir = os.path.join(settings.out, "model")

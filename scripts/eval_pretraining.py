@@ -37,16 +37,11 @@ def evaluate(model_dir, heldout, batches, batch_size, seq_len, max_predictions, 
 
     import kbert
     from kbert.data.pretraining import pretraining_dataset
-    from kbert.model_dir import HEAD_PREFIXES, assign_encoder_weights, read_checkpoint
-    from kbert.pretrainer import build_pretrainer
+    from kbert.model_dir import read_checkpoint
+    from kbert.pretrainer import load_pretrainer
 
     checkpoint = read_checkpoint(model_dir)
-    encoder = kbert.build_encoder(checkpoint.config)
-    model = build_pretrainer(encoder, checkpoint.config)
-    assign_encoder_weights(encoder, checkpoint.weights, model_dir)
-    for v in model.weights:
-        if v.path.startswith(HEAD_PREFIXES):
-            v.assign(checkpoint.weights[v.path])
+    model = load_pretrainer(checkpoint)
     tokenizer = kbert.Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
     ds = pretraining_dataset(heldout, tokenizer, sequence_length=seq_len,
                              max_predictions=max_predictions, batch_size=batch_size, seed=seed)

@@ -46,7 +46,6 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=1024)
     args = parser.parse_args(argv)
 
-    import numpy as np
     import tensorflow as tf
 
     from kbert.text import Tokenizer

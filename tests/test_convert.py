@@ -152,32 +152,25 @@ def _rewrite(src, change):
                                 metadata={"format": "pt"})
 
 
-def test_missing_tensor_is_named(fixtures_dir, tmp_path):
+BAD_TENSORS = {
+    "missing": (lambda t: t.pop("encoder.layer.1.attention.self.key.bias"),
+                r"missing tensor 'encoder.layer.1.attention.self.key.bias' "
+                r"\(expected shape \(32,\)\)"),
+    "unexpected": (lambda t: t.update({"classifier.weight": np.zeros((3, 32), np.float32)}),
+                   r"unexpected tensor 'classifier.weight' with shape \(3, 32\)"),
+    "misshapen": (lambda t: t.update({"encoder.layer.0.intermediate.dense.weight":
+                                      np.zeros((48, 32), np.float32)}),
+                  r"'encoder.layer.0.intermediate.dense.weight' has shape \(48, 32\), "
+                  r"expected \(64, 32\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TENSORS))
+def test_bad_tensor_is_named_and_nothing_is_written(case, fixtures_dir, tmp_path):
+    change, message = BAD_TENSORS[case]
     src = copy_fixture(fixtures_dir, "hf_tiny_base", tmp_path)
-    _rewrite(src, lambda t: t.pop("encoder.layer.1.attention.self.key.bias"))
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"missing tensor 'encoder.layer.1.attention.self.key.bias' "
-                             r"\(expected shape \(32,\)\)"):
-        convert(src, tmp_path / "out")
-    assert not os.path.exists(tmp_path / "out") and not leftovers(tmp_path)
-
-
-def test_unexpected_tensor_is_named(fixtures_dir, tmp_path):
-    src = copy_fixture(fixtures_dir, "hf_tiny_base", tmp_path)
-    _rewrite(src, lambda t: t.update({"classifier.weight": np.zeros((3, 32), np.float32)}))
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"unexpected tensor 'classifier.weight' with shape \(3, 32\)"):
-        convert(src, tmp_path / "out")
-    assert not os.path.exists(tmp_path / "out")
-
-
-def test_shape_mismatch_names_tensor_and_both_shapes(fixtures_dir, tmp_path):
-    src = copy_fixture(fixtures_dir, "hf_tiny_base", tmp_path)
-    _rewrite(src, lambda t: t.update(
-        {"encoder.layer.0.intermediate.dense.weight": np.zeros((48, 32), np.float32)}))
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"'encoder.layer.0.intermediate.dense.weight' has shape "
-                             r"\(48, 32\), expected \(64, 32\)"):
+    _rewrite(src, change)
+    with pytest.raises(CheckpointMismatchError, match=message):
         convert(src, tmp_path / "out")
     assert not os.path.exists(tmp_path / "out") and not leftovers(tmp_path)
 

@@ -35,7 +35,7 @@ def hf_longest_first(a, b, budget):
     """Kept lengths under Hugging Face tokenizers' longest_first, stated case by case."""
     if a + b <= budget:
         return a, b
-    short, long_ = min(a, b), max(a, b)
+    short = min(a, b)
     if short <= budget - short:  # the short one fits whole in half the budget
         kept_short, kept_long = short, budget - short
     else:  # both cut to half; the longer (the second on a tie) keeps the odd token

@@ -2,27 +2,19 @@ import os
 
 import keras
 import numpy as np
-import pytest
 
 import kbert
 from kbert.config import BertConfig
 from kbert.convert import read_any
-from kbert.model_dir import HEAD_PREFIXES, assign_encoder_weights
-from kbert.pretrainer import build_pretrainer
+from kbert.model_dir import HEAD_PREFIXES
+from kbert.pretrainer import build_pretrainer, load_pretrainer
 
 TINY = BertConfig(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
                   intermediate_dim=32, max_sequence_length=16, dropout=0.0)
 
 
 def load_fixture_pretrainer(fixtures_dir):
-    checkpoint = read_any(os.path.join(fixtures_dir, "hf_tiny_pretraining"))
-    encoder = kbert.build_encoder(checkpoint.config)
-    model = build_pretrainer(encoder, checkpoint.config)
-    assign_encoder_weights(encoder, checkpoint.weights, "fixture")
-    for v in model.weights:
-        if v.path.startswith(HEAD_PREFIXES):
-            v.assign(checkpoint.weights[v.path])
-    return model
+    return load_pretrainer(read_any(os.path.join(fixtures_dir, "hf_tiny_pretraining")))
 
 
 def test_head_weights_reproduce_reference_logits(fixtures_dir, reference):

@@ -13,7 +13,6 @@ A *document* element is a dict:
 
 from __future__ import annotations
 
-import glob
 import os
 from typing import Callable, Iterable
 

@@ -40,14 +40,13 @@ Differences from Hugging Face's tokenizer, all on rare input:
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from kbert.model_dir import TOKENIZER_FILE, VOCAB_FILE, read_vocab
+from kbert.model_dir import VOCAB_FILE, read_lowercase, read_vocab
 from kbert.text.normalizer import normalizer_model
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -116,13 +115,7 @@ class Tokenizer(tf.Module):
 
         A missing tokenizer_config.json means uncased, as in `kbert.model_dir`.
         """
-        path = os.fspath(path)
-        lowercase = True
-        config_file = os.path.join(path, TOKENIZER_FILE)
-        if os.path.isfile(config_file):
-            with open(config_file, encoding="utf-8") as f:
-                lowercase = bool(json.load(f).get("lowercase", True))
-        return cls(os.path.join(path, VOCAB_FILE), lowercase=lowercase, **kwargs)
+        return cls(os.path.join(path, VOCAB_FILE), lowercase=read_lowercase(path), **kwargs)
 
     def __call__(self, text) -> tf.RaggedTensor | tf.Tensor:
         return self.tokenize(text)
