@@ -41,7 +41,8 @@ MLM_HEAD_KEYS = ("mlm_head/intermediate_dense/kernel", "mlm_head/intermediate_de
                  "mlm_head/intermediate_layer_norm/gamma", "mlm_head/intermediate_layer_norm/beta",
                  "mlm_head/output_bias")
 NSP_HEAD_KEYS = ("nsp_head/kernel", "nsp_head/bias")
-HEAD_PREFIXES = ("mlm_head/", "nsp_head/")
+# Fine-tuning heads (kbert.tasks.heads.HEAD_NAMES) are stored beside them.
+HEAD_PREFIXES = ("mlm_head/", "nsp_head/", "classifier/", "tagger/", "qa_outputs/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +121,11 @@ def assign_encoder_weights(model, weights: Mapping[str, np.ndarray], source: str
 
 
 def write_model_dir(out: str | os.PathLike, checkpoint: Checkpoint,
-                    overwrite: bool = False) -> str:
-    """Writes `checkpoint` as a model directory at `out`, atomically. Returns `out`."""
+                    overwrite: bool = False, extra_json: Mapping[str, dict] | None = None) -> str:
+    """Writes `checkpoint` as a model directory at `out`, atomically. Returns `out`.
+
+    `extra_json` adds JSON files (file name -> content), e.g. a task model's task.json.
+    """
     weights = {k: np.ascontiguousarray(v, dtype=np.float32)
                for k, v in checkpoint.weights.items()}
     if len(checkpoint.vocab) != checkpoint.config.vocabulary_size:
@@ -137,6 +141,10 @@ def write_model_dir(out: str | os.PathLike, checkpoint: Checkpoint,
             f.write("\n")
         safetensors.numpy.save_file(weights, os.path.join(tmp, WEIGHTS_FILE),
                                     metadata={"format": "kbert"})
+        for name, content in (extra_json or {}).items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                json.dump(content, f, indent=2)
+                f.write("\n")
     return os.fspath(out)
 
 

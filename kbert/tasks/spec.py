@@ -1,0 +1,104 @@
+"""`TaskSpec`: what a fine-tuned model does, saved as task.json in its model directory.
+
+A model directory without task.json is a plain encoder (with pre-training heads when
+`Checkpoint.has_pretraining_heads`); with it, the directory is a fine-tuned task model
+that `kbert evaluate`, `kbert predict` and `kbert export` read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+# classification: softmax over `labels` (single text, or a pair when `pair`).
+# regression: one score (e.g. STS-B similarity), trained with mean squared error.
+# tagging: one of `labels` per word (label on a word's first word-piece).
+# qa: extractive question answering (start / end logits over the context).
+TASKS = ("classification", "regression", "tagging", "qa")
+
+TASK_FILE = "task.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A fine-tuned task, as stored in task.json.
+
+    Attributes:
+        task: one of TASKS.
+        labels: class names (classification) or tag names (tagging), index = label id;
+            empty for regression and qa.
+        seq_len: T, the packed sequence length the model was trained with.
+        pair: classification / regression take `text_pair` as a second segment.
+        classifier_dropout: dropout before the head (BERT: 0.1).
+        truncation: packer truncation of pairs ("longest_first" as BERT, or "waterfall").
+        doc_stride: qa and long-text windows: tokens between window starts.
+        max_query_length: qa: question tokens kept.
+        max_answer_length: qa: longest answer in tokens.
+        n_best: qa: start / end candidates considered.
+        null_score_threshold: qa (SQuAD 2.0): answer "no answer" when the null score
+            minus the best span score is above this; None = always answer (SQuAD 1.1).
+        tag_scheme: tagging: "IOB1", "IOB2" or "none" (POS tags; token accuracy).
+    """
+
+    task: str
+    labels: tuple[str, ...] = ()
+    seq_len: int = 128
+    pair: bool = False
+    classifier_dropout: float = 0.1
+    truncation: str = "longest_first"
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    n_best: int = 20
+    null_score_threshold: float | None = None
+    tag_scheme: str = "none"
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        if self.task in ("classification", "tagging") and len(self.labels) < 2:
+            raise ValueError(f"a {self.task} task needs at least 2 labels, got "
+                             f"{list(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"duplicate labels in {list(self.labels)}")
+        if self.seq_len < 8:
+            raise ValueError(f"seq_len must be at least 8, got {self.seq_len}")
+        if self.tag_scheme not in ("IOB1", "IOB2", "none"):
+            raise ValueError(f"unknown tag_scheme {self.tag_scheme!r}; "
+                             "choose IOB1, IOB2 or none")
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the head: C classes / tags, 1 for regression, 2 (start, end) for qa."""
+        return {"regression": 1, "qa": 2}.get(self.task, len(self.labels))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "task spec") -> "TaskSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
+        if "task" not in d:
+            raise ValueError(f"{source}: missing key 'task'")
+        return cls(**d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TaskSpec":
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON ({error})") from None
+        return cls.from_dict(d, source=os.fspath(path))
