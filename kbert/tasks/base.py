@@ -1,0 +1,67 @@
+"""`Task`: what the fine-tuning runner (kbert.finetuning) needs from each task module.
+
+One subclass per task module (classification.py, tagging.py, qa.py). The runner owns the
+loop (optimizer, model.fit, eval each epoch, best checkpoint, metrics.json, predictions);
+a Task owns reading files, features, decoding and metrics.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Sequence
+
+import tensorflow as tf
+
+from kbert.tasks.spec import TaskSpec
+
+
+class Task(abc.ABC):
+    """A fine-tuning task.
+
+    Attributes:
+        command: the CLI word (`kbert finetune classify|tag|qa`).
+    """
+
+    command: str
+
+    @abc.abstractmethod
+    def read(self, path: str, **options) -> list[Any]:
+        """Reads a data file into examples; bad input raises ValueError naming the file,
+        line and field. `options` are the task's CLI options (e.g. column names)."""
+
+    @abc.abstractmethod
+    def make_spec(self, train_examples: Sequence[Any], seq_len: int, **options) -> TaskSpec:
+        """The TaskSpec for a model trained on `train_examples` (labels from the file)."""
+
+    def check_examples(self, examples: Sequence[Any], spec: TaskSpec, path: str) -> None:
+        """Raises ValueError (naming `path`, line, field) when `examples` cannot be used
+        with `spec`, e.g. labels the training file never had."""
+
+    @abc.abstractmethod
+    def dataset(self, examples: Sequence[Any], tokenizer, spec: TaskSpec, batch_size: int,
+                training: bool, seed: int = 0) -> tf.data.Dataset:
+        """Batches of (x, y, sample_weight) for `model.fit` / `model.evaluate`.
+
+        x: {"token_ids", "segment_ids", "padding_mask"} int32 [B, T=spec.seq_len];
+        y and sample_weight: dicts keyed by the model's output names (see
+        kbert.tasks.heads.build_task_model). `training` shuffles (with `seed`) and repeats
+        nothing; the runner calls it once per epoch.
+        """
+
+    @abc.abstractmethod
+    def loss(self, spec: TaskSpec) -> dict[str, Any]:
+        """Keras losses keyed by output name (from_logits)."""
+
+    @abc.abstractmethod
+    def predict(self, model, examples: Sequence[Any], tokenizer, spec: TaskSpec,
+                batch_size: int) -> list[dict]:
+        """One JSON-serialisable prediction per example (label, tags, answer text, ...)."""
+
+    @abc.abstractmethod
+    def evaluate(self, examples: Sequence[Any], predictions: Sequence[dict],
+                 spec: TaskSpec) -> dict[str, float]:
+        """Metrics of `predictions` against the examples' gold labels."""
+
+    @abc.abstractmethod
+    def primary_metric(self, spec: TaskSpec) -> str:
+        """The key of `evaluate`'s result that picks the best epoch (higher is better)."""
