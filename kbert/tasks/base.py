@@ -65,3 +65,27 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def primary_metric(self, spec: TaskSpec) -> str:
         """The key of `evaluate`'s result that picks the best epoch (higher is better)."""
+
+    # -- serving: the string-in graph that `kbert export` wraps (and TFLite converts) -------
+    # Both are traced inside a tf.function whose inputs are string tensors [B]; they must
+    # use only core TF ops plus the tokenizer's tf-text ops (see FIELD_NOTES "TFLite"), and
+    # should share their feature / decoding code with `dataset` / `predict` (one code path).
+
+    def serving_inputs(self, spec: TaskSpec) -> tuple[str, ...]:
+        """Names of the string [B] inputs: ("text",), ("text", "text_pair") or
+        ("question", "context")."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported yet")
+
+    def serving_features(self, tokenizer, spec: TaskSpec,
+                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The packed model inputs for `inputs`: token_ids / segment_ids / padding_mask
+        int32 [N, T] (N >= B when long texts are split into windows), plus any task-specific
+        int32 tensors the decoding needs (e.g. which example each window belongs to).
+        The export's `tokenize` signature returns these."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported yet")
+
+    def serving_outputs(self, model, tokenizer, spec: TaskSpec,
+                        inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Strings in, named result tensors out (e.g. `probabilities` [B, C], `label_ids`
+        [B], `labels` string [B]); calls `model(features, training=False)`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported yet")
