@@ -111,7 +111,7 @@ def has_two_documents(files: Iterable[str]) -> bool:
     document). Reads only until the second document starts."""
     documents, in_document = 0, False
     for path in files:
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:  # gs:// too (TPU workers read GCS)
             for raw in f:
                 if raw.strip():
                     if not in_document:
@@ -129,7 +129,7 @@ def count_invalid_utf8(files: Iterable[str]) -> int:
     """Number of lines with invalid UTF-8 in `files` (they are repaired, not dropped)."""
     invalid = 0
     for path in files:
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             for raw in f:
                 try:
                     raw.decode("utf-8")
