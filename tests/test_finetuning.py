@@ -54,6 +54,7 @@ def test_run_directory(run):
         rows = [json.loads(line) for line in f]
     gold = [r[2] for r in keyword_rows(60, seed=2)]
     assert len(rows) == 60 and rows[0]["source"].endswith("dev.tsv:2")
+    assert [r["gold"] for r in rows] == gold
     assert np.mean([r["label"] == g for r, g in zip(rows, gold)]) == best["accuracy"]
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
 

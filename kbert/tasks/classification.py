@@ -252,7 +252,8 @@ class ClassificationTask(Task):
     def predict(self, model, examples: Sequence[TextExample], tokenizer, spec: TaskSpec,
                 batch_size: int) -> list[dict]:
         """Per example: {"source", "label", "label_id", "probabilities": {label: p}} or
-        {"source", "score"} for regression. Runs `serving_outputs` (the export graph)."""
+        {"source", "score"} for regression, plus "gold" (the file's label) when the
+        example has one. Runs `serving_outputs` (the export graph)."""
         run = self._serving_function(model, tokenizer, spec)
         results = []
         for begin in range(0, len(examples), batch_size):
@@ -262,16 +263,18 @@ class ClassificationTask(Task):
                 inputs["text_pair"] = tf.constant([e.text_pair for e in chunk])
             outputs = {k: v.numpy() for k, v in run(inputs).items()}
             for i, example in enumerate(chunk):
+                gold = {} if example.label is None else {"gold": example.label}
                 if spec.task == "regression":
                     results.append({"source": example.source,
-                                    "score": float(outputs["scores"][i])})
+                                    "score": float(outputs["scores"][i]), **gold})
                     continue
                 label_id = int(outputs["label_ids"][i])
                 results.append({
                     "source": example.source, "label": spec.labels[label_id],
                     "label_id": label_id,
                     "probabilities": {label: float(p) for label, p in
-                                      zip(spec.labels, outputs["probabilities"][i])}})
+                                      zip(spec.labels, outputs["probabilities"][i])},
+                    **gold})
         return results
 
     def _serving_function(self, model, tokenizer, spec: TaskSpec):
