@@ -97,6 +97,20 @@ def test_training_dataset_has_one_row_per_window(model_dir):
     assert weight["logits"].numpy().tolist() == [1.0] * 4
 
 
+def test_training_batches_are_cut_to_the_longest_row():
+    task = ClassificationTask()
+    spec = TaskSpec("classification", labels=("bad", "good"), seq_len=32)
+    examples = [TextExample("w1 w2 w3 w4 w5 w6 w7", label="good"),
+                TextExample("w2", label="bad")]
+    tokenizer = Tokenizer(VOCAB)
+    (x, _, _), = task.dataset(examples, tokenizer, spec, 2, training=True, seed=0)
+    (full, _, _), = task.dataset(examples, tokenizer, spec, 2, training=False)
+    assert x["token_ids"].shape == (2, 16)  # longest row 9 tokens, rounded up to 16
+    assert sorted(x["token_ids"].numpy().tolist()) == sorted(
+        full["token_ids"].numpy()[:, :16].tolist())
+    assert full["token_ids"].numpy()[:, 16:].max() == 0
+
+
 def test_pairs_are_packed_not_windowed():
     task = ClassificationTask()
     spec = TaskSpec("classification", labels=("0", "1"), seq_len=8, pair=True)

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kbert.data.batching import trim_to_longest
 from kbert.data.readers import TextExample, read_text_examples
 from kbert.tasks import classification_metrics as metrics
 from kbert.tasks.base import Task
@@ -211,7 +212,8 @@ class ClassificationTask(Task):
     def dataset(self, examples: Sequence[TextExample], tokenizer, spec: TaskSpec,
                 batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
         """(x, y, sample_weight) batches: one row per window; y {"logits": int32 label id}
-        ([1] float32 score for regression), sample_weight {"logits": 1.0}."""
+        ([1] float32 score for regression), sample_weight {"logits": 1.0}. Training
+        batches are cut to their longest row (rounded up to 8, `trim_to_longest`)."""
         self.check_examples(examples, spec, "")
         data = {"text": [e.text for e in examples]}
         if spec.pair:
@@ -232,7 +234,10 @@ class ClassificationTask(Task):
         if training:  # windows of one long text should not all land in one batch
             ds = ds.shuffle(4 * _TOKENIZE_BATCH, seed=seed + 1,
                             reshuffle_each_iteration=False)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size)
+        if training:  # most texts are far shorter than T: don't run the encoder on padding
+            ds = ds.map(trim_to_longest)
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     def _targets(self, examples, spec) -> np.ndarray:
         if any(e.label is None for e in examples):
