@@ -42,7 +42,7 @@ from kbert.tasks.conlleval import conlleval
 from kbert.tasks.spec import TaskSpec
 from kbert.tasks.tag_windows import (EXAMPLE_INDEX, WORD_INDEX, dense_words, make_windows,
                                      merge_windows, pieces_of_text, pieces_of_words,
-                                     window_labels)
+                                     trim_windows, window_labels)
 from kbert.text.tokenizer import SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,11 @@ class TaggingTask(Task):
     """One tag per word (NER with IOB tags, POS); see the module docstring."""
 
     command = "tag"
+    # Training and `predict` batches are cut to their longest window, rounded up to this
+    # multiple (`trim_windows`): most sentences are far shorter than T, and padding to T
+    # would multiply the work. None keeps every batch at T (static shapes, e.g. TPU).
+    # The serving graph always uses T.
+    pad_to_multiple: int | None = 16
 
     # -- data --------------------------------------------------------------------------
     def read(self, path: str, **options) -> list[Sentence]:
@@ -148,8 +153,11 @@ class TaggingTask(Task):
 
     def dataset(self, examples: Sequence[Sentence], tokenizer, spec: TaskSpec,
                 batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
-        """Batches of `batch_size` windows: (x, {"logits": labels [B, T]},
-        {"logits": weights [B, T]}); weight 1 on each word's labelled position."""
+        """Batches of `batch_size` windows: (x, {"logits": labels [B, T']},
+        {"logits": weights [B, T']}); weight 1 on each word's labelled position.
+
+        T' is T, or with `pad_to_multiple` the batch's longest window rounded up to it.
+        """
         _check_stride(spec)
         order = np.arange(len(examples))
         if training:
@@ -170,10 +178,17 @@ class TaggingTask(Task):
             y, weight = window_labels(windows[WORD_INDEX], windows[EXAMPLE_INDEX],
                                       labels.flat_values, word_splits)
             x = {name: windows[name] for name in MODEL_INPUTS}
-            return x, {"logits": y}, {"logits": weight}
+            return dict(x, labels=y, weights=weight)
+
+        def split(batch):
+            if self.pad_to_multiple:
+                batch = trim_windows(batch, self.pad_to_multiple)
+            x = {name: batch[name] for name in MODEL_INPUTS}
+            return x, {"logits": batch["labels"]}, {"logits": batch["weights"]}
 
         ds = ds.batch(_FEATURE_BATCH).map(features, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.unbatch().batch(batch_size).map(split, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     def loss(self, spec: TaskSpec) -> dict[str, Any]:
         return {"logits": keras.losses.SparseCategoricalCrossentropy(
@@ -194,6 +209,8 @@ class TaggingTask(Task):
                                                           tf.int32)])
         def tag_words(words):
             windows, word_splits = self._word_windows(tokenizer, spec, words)
+            if self.pad_to_multiple:
+                windows = trim_windows(windows, self.pad_to_multiple)
             return self._decode(model, windows, word_splits[1:] - word_splits[:-1])
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
