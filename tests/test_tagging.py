@@ -279,6 +279,8 @@ def test_serving_outputs_match_predict(trained, tokenizer):
         assert [spec.labels[i] for i in out["tag_ids"][b, :n]] == prediction["tags"]
         assert all(t == b"" for t in out["tags"][b, n:])
         assert (out["tag_ids"][b, n:] == -1).all() and (out["word_starts"][b, n:] == -1).all()
+    empty = serve(tf.constant(["", " \u200b "]))  # no word in the whole batch
+    assert empty["tags"].shape == (2, 0) and list(empty["num_words"].numpy()) == [0, 0]
     spans = [texts[0].encode()[s:e] for s, e in zip(out["word_starts"][0, :5],
                                                     out["word_ends"][0, :5])]
     assert spans == [b"Ab", b"cdxy", b",", b"ef", b"."]
@@ -347,3 +349,47 @@ def test_finetune_tag_end_to_end(tmp_path, tokenizer):
         f.write("ab B-LOC\n")
     with pytest.raises(ValueError, match=r"dev.txt:\d+: label 'B-LOC' never occurs"):
         evaluate(str(out / "model"), dev)
+
+
+@pytest.mark.slow
+def test_serving_graph_converts_to_tflite(tmp_path, tokenizer):
+    """The serving graph (tokenizer, windows, merge, tag lookup) converts to TFLite
+    builtins plus the tokenizer's two tf-text ops and gives the SavedModel's outputs."""
+    import tensorflow_text
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
+
+    spec = TaskSpec("tagging", labels=("A", "B", "O"), seq_len=10, doc_stride=3)
+    # The approximate GELU: exact GELU's Erfc is the encoder's TFLite question, not this
+    # graph's.
+    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
+                                    activation="gelu_approximate")
+    model = build_task_model(build_encoder(config), spec)
+
+    class Serving(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = [v.value for v in model.variables]  # each weight once
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, text):
+            return TASK.serving_outputs(model, tokenizer, spec, {"text": text})
+
+    module = Serving()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    converter.allow_custom_ops = True
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = InterpreterWithCustomOps(
+        model_content=converter.convert(),
+        custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
+    runner = interpreter.get_signature_runner()
+    for text in ["Ab cdxy, ef.", "", " ".join(["abzz", "cd", "efxy"] * 5) + " \u00e9gh"]:
+        got = runner(text=np.array([text], dtype=object))
+        expected = module.serve(tf.constant([text]))
+        for key, value in expected.items():
+            value = value.numpy()
+            if key == "tags":
+                got[key] = np.array([t if isinstance(t, bytes) else t.encode()
+                                     for t in got[key].reshape(-1)],
+                                    dtype=object).reshape(got[key].shape)
+            np.testing.assert_array_equal(got[key], value, err_msg=key)

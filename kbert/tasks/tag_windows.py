@@ -107,7 +107,8 @@ def pieces_of_text(tokenizer, text: tf.Tensor, is_suffix: tf.Tensor):
     word_splits = tf.gather(words_before, row_splits)
     row = row_ids(row_splits, n_pieces)
     piece_words = tf.where(is_first, words_through - 1 - tf.gather(word_splits, row), -1)
-    is_last = tf.concat([is_first[1:], tf.ones([1], tf.bool)], axis=0)
+    # The last piece of a word: the next piece starts a word, or there is none.
+    is_last = tf.concat([is_first, tf.ones([1], tf.bool)], axis=0)[1:]
     word_starts = tf.boolean_mask(starts.flat_values, is_first)
     word_ends = tf.boolean_mask(ends.flat_values, is_last)
     return piece_ids, piece_words, row_splits, word_splits, word_starts, word_ends
