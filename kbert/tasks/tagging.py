@@ -23,7 +23,12 @@ a word is a word-piece plus the "##" pieces that follow it, i.e. the text split 
 whitespace and at every punctuation character as BERT's basic tokenizer splits it
 ("don't" -> don ' t). Outputs: `tags` string [B, W] (padded with ""), `tag_ids` int32
 [B, W] (padded with -1), `word_starts` / `word_ends` int32 [B, W] BYTE offsets of each
-word in the UTF-8 text (padded with -1), `num_words` int32 [B].
+word in the UTF-8 text (padded with -1), `num_words` int32 [B]. The serving graph
+uses only core TF ops plus the tokenizer's two tf-text ops, and converts to TFLite.
+
+Speed: training and `predict` batches are cut to their longest window rounded up to 16
+tokens (`TaggingTask.pad_to_multiple`), since most sentences are much shorter than T;
+the serving graph always pads to T.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ _FEATURE_BATCH = 64
 
 
 def detect_tag_scheme(sentences: Sequence[Sentence]) -> str:
-    """"IOB1", "IOB2" or "none" from the training labels.
+    """The tag scheme of training sentences: "IOB1", "IOB2" or "none".
 
     IOB when every label is O, B-type or I-type (and one is not O); IOB1 when some chunk
     starts with I- (after O, at a sentence start, or after another type), IOB2 otherwise.
