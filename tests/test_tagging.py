@@ -126,24 +126,24 @@ def test_windows_and_max_context(tokenizer, seq_len, stride):
 
 
 def test_batches_trimmed_to_longest_window(tokenizer):
-    """pad_to_multiple cuts padding columns only: same tokens, labels and model outputs."""
+    """trim_batches cuts padding columns only: same tokens, labels and model outputs."""
     examples = [_sentence(["ab"] * n, ["X", "Y"] * (n // 2) + ["X"] * (n % 2))
                 for n in (3, 17, 5)]
     spec = TASK.make_spec(examples, seq_len=64)
     full_task = TaggingTask()
-    full_task.pad_to_multiple = None
+    full_task.trim_batches = False
     x, y, w = next(iter(TASK.dataset(examples, tokenizer, spec, 8, training=False)))
     fx, fy, fw = next(iter(full_task.dataset(examples, tokenizer, spec, 8, training=False)))
-    assert x["token_ids"].shape == (3, 32) and fx["token_ids"].shape == (3, 64)
+    assert x["token_ids"].shape == (3, 24) and fx["token_ids"].shape == (3, 64)
     for a, b in ((x["token_ids"], fx["token_ids"]), (y["logits"], fy["logits"]),
                  (w["logits"], fw["logits"])):
-        np.testing.assert_array_equal(a, b[:, :32])
-        assert not np.any(b[:, 32:])
+        np.testing.assert_array_equal(a, b[:, :24])
+        assert not np.any(b[:, 24:])
     config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1)
     model = build_task_model(build_encoder(config), spec)
-    real = fx["padding_mask"].numpy()[:, :32, None] > 0
+    real = fx["padding_mask"].numpy()[:, :24, None] > 0
     np.testing.assert_allclose(np.where(real, model(x)["logits"], 0),
-                               np.where(real, model(fx)["logits"][:, :32], 0), atol=1e-5)
+                               np.where(real, model(fx)["logits"][:, :24], 0), atol=1e-5)
 
 
 def test_stride_must_cover_every_piece():

@@ -240,17 +240,3 @@ def dense_words(flat: tf.Tensor, word_splits: tf.Tensor, fill) -> tf.Tensor:
     index = tf.where(j < counts[:, tf.newaxis], word_splits[:-1, tf.newaxis] + j, n)
     return tf.gather(tf.concat([flat, tf.reshape(tf.cast(fill, flat.dtype), [1])], 0), index)
 
-
-def trim_windows(features: dict[str, tf.Tensor], multiple: int) -> dict[str, tf.Tensor]:
-    """Drops the padding columns that no window of the batch needs.
-
-    Every [N, T] tensor of `features` is cut to the longest window's length (real tokens,
-    from `padding_mask`) rounded up to a multiple of `multiple` (at most T); [N] tensors
-    are kept. Attention ignores padding, so the model's outputs at real tokens do not
-    change; the batch only costs less. With `multiple` dividing T there are at most
-    T / multiple different widths (so few retracings of a train step).
-    """
-    seq_len = features["padding_mask"].shape[1]
-    longest = tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1))
-    width = tf.minimum(seq_len, (longest + multiple - 1) // multiple * multiple)
-    return {k: v[:, :width] if v.shape.rank == 2 else v for k, v in features.items()}

@@ -26,9 +26,9 @@ whitespace and at every punctuation character as BERT's basic tokenizer splits i
 word in the UTF-8 text (padded with -1), `num_words` int32 [B]. The serving graph
 uses only core TF ops plus the tokenizer's two tf-text ops, and converts to TFLite.
 
-Speed: training and `predict` batches are cut to their longest window rounded up to 16
-tokens (`TaggingTask.pad_to_multiple`), since most sentences are much shorter than T;
-the serving graph always pads to T.
+Speed: training and `predict` batches are cut to their longest window rounded up to 8
+tokens (`TaggingTask.trim_batches`), since most sentences are much shorter than T; the
+serving graph always pads to T.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kbert.data.batching import trim_to_longest
 from kbert.data.conll import Sentence, read_tagging_file
 from kbert.tasks.base import Task
 from kbert.tasks.conlleval import conlleval
 from kbert.tasks.spec import TaskSpec
 from kbert.tasks.tag_windows import (EXAMPLE_INDEX, WORD_INDEX, dense_words, make_windows,
                                      merge_windows, pieces_of_text, pieces_of_words,
-                                     trim_windows, window_labels)
+                                     window_labels)
 from kbert.text.tokenizer import SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -90,11 +91,11 @@ class TaggingTask(Task):
     """One tag per word (NER with IOB tags, POS); see the module docstring."""
 
     command = "tag"
-    # Training and `predict` batches are cut to their longest window, rounded up to this
-    # multiple (`trim_windows`): most sentences are far shorter than T, and padding to T
-    # would multiply the work. None keeps every batch at T (static shapes, e.g. TPU).
-    # The serving graph always uses T.
-    pad_to_multiple: int | None = 16
+    # Training and `predict` batches are cut to their longest window rounded up to 8
+    # (`kbert.data.batching.trim_to_longest`): most sentences are far shorter than T, and
+    # padding to T would multiply the work. False keeps every batch at T (static shapes,
+    # e.g. for a TPU). The serving graph always uses T.
+    trim_batches: bool = True
 
     # -- data --------------------------------------------------------------------------
     def read(self, path: str, **options) -> list[Sentence]:
@@ -161,7 +162,7 @@ class TaggingTask(Task):
         """Batches of `batch_size` windows: (x, {"logits": labels [B, T']},
         {"logits": weights [B, T']}); weight 1 on each word's labelled position.
 
-        T' is T, or with `pad_to_multiple` the batch's longest window rounded up to it.
+        T' is the batch's longest window rounded up to 8 (T with `trim_batches` off).
         """
         _check_stride(spec)
         order = np.arange(len(examples))
@@ -183,16 +184,15 @@ class TaggingTask(Task):
             y, weight = window_labels(windows[WORD_INDEX], windows[EXAMPLE_INDEX],
                                       labels.flat_values, word_splits)
             x = {name: windows[name] for name in MODEL_INPUTS}
-            return dict(x, labels=y, weights=weight)
-
-        def split(batch):
-            if self.pad_to_multiple:
-                batch = trim_windows(batch, self.pad_to_multiple)
-            x = {name: batch[name] for name in MODEL_INPUTS}
-            return x, {"logits": batch["labels"]}, {"logits": batch["weights"]}
+            return x, {"logits": y}, {"logits": weight}
 
         ds = ds.batch(_FEATURE_BATCH).map(features, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.unbatch().batch(batch_size).map(split, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.unbatch()
+        if training:  # the windows of one long sentence should not all land in one batch
+            ds = ds.shuffle(4 * _FEATURE_BATCH, seed=seed + 1, reshuffle_each_iteration=False)
+        ds = ds.batch(batch_size)
+        if self.trim_batches:
+            ds = ds.map(trim_to_longest, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def loss(self, spec: TaskSpec) -> dict[str, Any]:
@@ -214,8 +214,8 @@ class TaggingTask(Task):
                                                           tf.int32)])
         def tag_words(words):
             windows, word_splits = self._word_windows(tokenizer, spec, words)
-            if self.pad_to_multiple:
-                windows = trim_windows(windows, self.pad_to_multiple)
+            if self.trim_batches:
+                windows = trim_to_longest(windows)[0]
             return self._decode(model, windows, word_splits[1:] - word_splits[:-1])
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
