@@ -314,7 +314,7 @@ def _conll_file(path, sentences):
     return str(path)
 
 
-def test_finetune_tag_end_to_end(tmp_path, tokenizer):
+def test_finetune_tag_end_to_end(tmp_path, tokenizer, capsys):
     """The runner and CLI with TaggingTask: files in, model dir + metrics out, and the
     saved model scores the eval file exactly as the run reported."""
     import json
@@ -344,6 +344,11 @@ def test_finetune_tag_end_to_end(tmp_path, tokenizer):
     assert [p["words"] for p in predictions] == [list(s.words) for s in data[32:]]
     again = evaluate(str(out / "model"), dev)
     assert again == pytest.approx(metrics["best"], abs=1e-12)
+    # kbert predict DIR TEXT: raw text split into words as the serving graph does.
+    capsys.readouterr()
+    assert main(["predict", str(out / "model"), "Ab cdxy, ef."]) == 0
+    shown = json.loads(capsys.readouterr().out.split("\t")[0])
+    assert shown["words"] == ["Ab", "cdxy", ",", "ef", "."] and len(shown["tags"]) == 5
     # An eval label that training never saw: one line naming file and line.
     with open(dev, "a", encoding="utf-8") as f:
         f.write("ab B-LOC\n")
