@@ -176,8 +176,7 @@ class TaggingTask(Task):
                              f"{list(spec.labels)}; check the file with check_examples")
         words = [list(examples[i].words) for i in order]
         ds = tf.data.Dataset.from_tensor_slices((
-            tf.ragged.constant(words, dtype=tf.string, row_splits_dtype=tf.int32),
-            tf.ragged.constant(labels, dtype=tf.int32, row_splits_dtype=tf.int32)))
+            _ragged(words, tf.string), _ragged(labels, tf.int32)))
 
         def features(words, labels):
             windows, word_splits = self._word_windows(tokenizer, spec, words)
@@ -227,8 +226,7 @@ class TaggingTask(Task):
         raw = [i for i, s in enumerate(examples) if s.text is not None]
         for begin in range(0, len(given), batch_size):
             batch = given[begin:begin + batch_size]
-            words = tf.ragged.constant([list(examples[i].words) for i in batch],
-                                       dtype=tf.string, row_splits_dtype=tf.int32)
+            words = _ragged([examples[i].words for i in batch], tf.string)
             for i, row in zip(batch, tag_words(words).numpy()):
                 sentence_words = list(examples[i].words)
                 results[i] = {"words": sentence_words,
@@ -314,6 +312,15 @@ class TaggingTask(Task):
         position_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return merge_windows(position_ids, windows[WORD_INDEX], windows[EXAMPLE_INDEX],
                              num_words)
+
+
+def _ragged(rows: Sequence[Sequence], dtype) -> tf.RaggedTensor:
+    """[B, (n)] ragged tensor with int32 row splits from Python rows (one flat constant:
+    much faster than tf.ragged.constant on a training file's worth of words)."""
+    flat = [value for row in rows for value in row]
+    return tf.RaggedTensor.from_row_lengths(
+        tf.constant(flat, dtype=dtype, shape=[len(flat)]),
+        tf.constant([len(row) for row in rows], tf.int32))
 
 
 def _check_stride(spec: TaskSpec) -> None:
