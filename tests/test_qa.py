@@ -280,13 +280,13 @@ def test_tiny_qa_trains_and_serving_matches_predict(tokenizer, tmp_path):
     data = task.dataset(train, tokenizer, spec, batch_size=16, training=True)
     x, y, weights = next(iter(data))
     assert x["token_ids"].shape == (16, 24) and y["start_logits"].dtype == tf.int32
-    history = model.fit(data, epochs=6, verbose=0)
+    history = model.fit(data, epochs=2, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.3 * losses[0]
 
     predictions = task.predict(model, evaluation, tokenizer, spec, batch_size=8)
     metrics = task.evaluate(evaluation, predictions, spec)
-    assert metrics["f1"] >= 80.0, metrics
+    assert metrics["exact_match"] >= 90.0, metrics
     for example, prediction in zip(evaluation, predictions):
         s, e = prediction["start_char"], prediction["end_char"]
         assert example.context[s:e] == prediction["answer"]

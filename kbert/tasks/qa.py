@@ -39,6 +39,14 @@ class QATask(Task):
         """SQuAD v1.1 / v2.0 JSON (kbert.data.squad.read_squad); no options."""
         return read_squad(path)
 
+    def examples_from_texts(self, questions: Sequence[str],
+                            contexts: Sequence[str] | None = None) -> list[SquadExample]:
+        """Examples (ids "0", "1", ...) for `kbert predict DIR QUESTION CONTEXT`."""
+        if contexts is None or len(contexts) != len(questions):
+            raise ValueError("qa predicts from (question, context) pairs")
+        return [SquadExample(str(i), str(q), str(c))
+                for i, (q, c) in enumerate(zip(questions, contexts))]
+
     def make_spec(self, train_examples: Sequence[SquadExample], seq_len: int = 384,
                   **options) -> TaskSpec:
         """TaskSpec("qa", ...). `options`: doc_stride, max_query_length, max_answer_length,
@@ -104,9 +112,7 @@ class QATask(Task):
         """One dict per example: id, answer (exact context substring, "" = no answer),
         start_char / end_char (Python str offsets, -1 for no answer), score (float, the
         answer's start + end logit, or the null score for "")."""
-        run = tf.function(lambda q, c: self.serving_outputs(model, tokenizer, spec,
-                                                            {"question": q, "context": c}),
-                          input_signature=[tf.TensorSpec([None], tf.string)] * 2)
+        run = self._predict_function(model, tokenizer, spec)
         # Examples per call: about batch_size windows of T tokens each.
         per_call = max(1, batch_size)
         predictions = []
@@ -124,6 +130,20 @@ class QATask(Task):
                     "score": _finite(out["score"][j]),
                 })
         return predictions
+
+    def _predict_function(self, model, tokenizer, spec: TaskSpec):
+        """`serving_outputs` as a tf.function, traced once per (model, tokenizer, spec):
+        the runner predicts every epoch with the same objects."""
+        key = (id(model), id(tokenizer), spec)
+        cached = getattr(self, "_predict_cache", None)
+        if cached is None or cached[0] != key:
+            run = tf.function(
+                lambda q, c: self.serving_outputs(model, tokenizer, spec,
+                                                  {"question": q, "context": c}),
+                input_signature=[tf.TensorSpec([None], tf.string)] * 2)
+            # The objects are kept too, so their ids cannot be reused by new ones.
+            self._predict_cache = (key, run, model, tokenizer)
+        return self._predict_cache[1]
 
     def evaluate(self, examples: Sequence[SquadExample], predictions: Sequence[dict],
                  spec: TaskSpec) -> dict[str, float]:
