@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out pieces seen fewer times (single characters always stay)")
     p.set_defaults(run=_vocab)
     _add_pretrain(commands)
+    __import__("kbert.export.cli", fromlist=["add_parsers"]).add_parsers(commands)
     return parser
 
 
