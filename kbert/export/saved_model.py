@@ -350,21 +350,31 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                                 top_k=top_k, pooling=pooling, normalize=normalize)
     module = ServingModule(graph)
     signatures = module.concrete_functions()
-    with atomic_directory(out) as tmp:
-        tf.saved_model.save(module, tmp, signatures=signatures,
-                            options=tf.saved_model.SaveOptions(
-                                experimental_custom_gradients=False))
-        if warmup:
-            write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, graph.examples)
-        # mkdtemp made it 0700: a serving container running as another user must read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+    try:
+        _write(module, signatures, out, name, graph.examples if warmup else None)
+    except OSError as error:
+        if os.path.isdir(out) and not isinstance(error, FileExistsError):
+            raise FileExistsError(f"{out} was written by another export meanwhile; "
+                                  "nothing of this one was kept") from None
+        raise
     logger.info("exported %s (%s, T=%d, %s) to %s", model_dir, graph.kind, graph.seq_len,
                 precision, out)
     if models_config:
         write_models_config(out_root, base_path=base_path)
     return out
+
+
+def _write(module, signatures, out, name, examples) -> None:
+    with atomic_directory(out) as tmp:
+        tf.saved_model.save(module, tmp, signatures=signatures,
+                            options=tf.saved_model.SaveOptions(
+                                experimental_custom_gradients=False))
+        if examples is not None:
+            write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, examples)
+        # mkdtemp made it 0700: a serving container running as another user must read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
 
 
 def write_warmup_requests(path: str, name: str, examples: dict[str, list[str]]) -> None:
