@@ -365,6 +365,10 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                                 experimental_custom_gradients=False))
         if warmup:
             write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, graph.examples)
+        # mkdtemp made it 0700: a serving container running as another user must read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
     logger.info("exported %s (%s, T=%d, %s) to %s", model_dir, graph.kind, graph.seq_len,
                 precision, out)
     if models_config:
