@@ -166,7 +166,7 @@ def test_an_op_without_a_builtin_is_refused(tmp_path):
 def test_export_arguments_are_checked(exported, tmp_path):
     with pytest.raises(ValueError, match="quantize must be one of"):
         export_tflite(exported[0], tmp_path / "m.tflite", quantize="int4")
-    with pytest.raises(ValueError, match="sequence length is fixed"):
+    with pytest.raises(ValueError, match="sequence length and graph are fixed"):
         export_tflite(exported[0], tmp_path / "m.tflite", seq_len=16)
     with pytest.raises(ValueError, match="neither an exported SavedModel"):
         export_tflite(tmp_path, tmp_path / "m.tflite")
@@ -190,3 +190,74 @@ def test_exact_gelu_value_and_gradient():
     np.testing.assert_allclose(y.numpy(), xs * cdf, atol=2e-6)
     pdf = np.exp(-xs ** 2 / 2) / np.sqrt(2 * np.pi)
     np.testing.assert_allclose(tape.gradient(y, x).numpy(), cdf + xs * pdf, atol=2e-6)
+
+
+# -- through kbert's exporter: every kind it builds a graph for ------------------------------
+
+def _model_dir(root, kind: str) -> str:
+    """A tiny model directory of `kind` (large initial weights: the outputs differ)."""
+    from kbert.model_dir import save_model
+    from kbert.tasks import save_task_model
+
+    tokenizer = Tokenizer(VOCAB)
+    config = BertConfig.from_preset("tiny", vocabulary_size=tokenizer.vocabulary_size,
+                                    max_sequence_length=64, num_layers=1,
+                                    initializer_range=0.3)
+    tf.keras.utils.set_random_seed(1)
+    encoder = build_encoder(config)
+    if kind == "embedding":
+        return save_model(encoder, config, root / kind, VOCAB)
+    spec = {"classification": TaskSpec("classification", labels=LABELS, seq_len=16,
+                                       doc_stride=4),
+            "pair-classification": TaskSpec("classification", labels=LABELS, seq_len=16,
+                                            pair=True),
+            "regression": TaskSpec("regression", seq_len=16)}[kind]
+    return save_task_model(root / kind, build_task_model(encoder, spec), spec, config, VOCAB)
+
+
+@pytest.mark.parametrize("kind", ["classification", "embedding",
+                                  pytest.param("pair-classification", marks=pytest.mark.slow),
+                                  pytest.param("regression", marks=pytest.mark.slow)])
+def test_exported_kinds_match_their_saved_model(tmp_path, kind):
+    from kbert.cli import main
+    from kbert.export import load
+    from kbert.export.saved_model import export_saved_model
+
+    model_dir = _model_dir(tmp_path, kind)
+    if kind == "embedding":  # through the CLI: model.tflite inside the version directory
+        assert main(["export", model_dir, "--out", str(tmp_path / "sm"), "--name", "m",
+                     "--tflite"]) == 0
+        saved = str(tmp_path / "sm" / "m" / "1")
+        out = os.path.join(saved, "model.tflite")
+        assert sorted(os.listdir(saved)) == ["assets", "assets.extra", "fingerprint.pb",
+                                             "model.tflite", "saved_model.pb", "variables"]
+    else:
+        saved = export_saved_model(model_dir, tmp_path / "sm", name="m", warmup=False)
+        out = export_tflite(model_dir, tmp_path / "m.tflite")
+    model = TFLiteModel(out)
+    inputs = {"text": TEXTS, "text_pair": PAIRS}
+    inputs = {name: inputs[name] for name in model.input_names}
+    expected = load(saved).signatures["serving_default"](
+        **{k: tf.constant(v) for k, v in inputs.items()})
+    got = model(**inputs)
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        value = value.numpy()
+        if value.dtype.kind == "f":
+            assert got[key].shape == value.shape
+            assert np.abs(got[key] - value).max() <= 1e-4, key
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--quantize", "dynamic"], "add --tflite"),
+    (["--tflite", "--precision", "bfloat16"], "float32 graph, not bfloat16"),
+])
+def test_cli_refuses_tflite_options_before_any_work(tmp_path, capsys, flags, message):
+    from kbert.cli import main
+
+    model_dir = _model_dir(tmp_path, "embedding")
+    assert main(["export", model_dir, "--out", str(tmp_path / "sm")] + flags) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "sm")

@@ -321,7 +321,8 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                        seq_len: int | None = None, kind: str | None = None,
                        precision: str = "float32", top_k: int = 5, pooling: str = "mean",
                        normalize: bool = True, warmup: bool = True,
-                       models_config: bool = True, base_path: str = "/models") -> str:
+                       models_config: bool = True, base_path: str = "/models",
+                       tflite: bool = False, quantize: str | None = None) -> str:
     """Exports a kbert model directory as OUT_ROOT/NAME/VERSION; returns that path.
 
     Args:
@@ -334,6 +335,8 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
         warmup: write assets.extra/tf_serving_warmup_requests.
         models_config: write / update OUT_ROOT/models.config listing every model there,
             with base paths `base_path`/NAME (where the serving container sees OUT_ROOT).
+        tflite: also write VERSION/model.tflite, the same serving_default for TFLite
+            (`kbert.export.tflite`), quantized by `quantize` (None, "dynamic", "float16").
 
     Signatures (all take the input names as string [B] tensors):
         serving_default: the model's results (see the kind's graph);
@@ -341,6 +344,9 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
         encode: `sequence_output` float32 [N, T, H], `pooled_output` float32 [N, H].
     """
     model_dir = os.fspath(model_dir)
+    if tflite or quantize is not None:
+        from kbert.export.tflite import check_tflite_options
+        check_tflite_options(tflite, quantize, precision)
     name = name or os.path.basename(os.path.normpath(os.path.abspath(model_dir)))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
@@ -365,6 +371,9 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                                 experimental_custom_gradients=False))
         if warmup:
             write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, graph.examples)
+        if tflite:
+            from kbert.export.tflite import TFLITE_FILE, write_module_tflite
+            write_module_tflite(module, os.path.join(tmp, TFLITE_FILE), quantize, model_dir)
         # mkdtemp made it 0700: a serving container running as another user must read it.
         umask = os.umask(0)
         os.umask(umask)

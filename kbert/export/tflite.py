@@ -45,37 +45,65 @@ SIGNATURE = "serving_default"
 
 
 def export_tflite(source: str | os.PathLike, out_path: str | os.PathLike,
-                  quantize: str | None = None, seq_len: int | None = None) -> str:
+                  quantize: str | None = None, seq_len: int | None = None,
+                  **graph_options) -> str:
     """Writes a string-in TFLite model of `source`'s serving function. Returns `out_path`.
 
     Args:
         source: an exported SavedModel directory (holds saved_model.pb; its
-            `serving_default` is converted) or a kbert model directory (exported to a
-            temporary SavedModel first, with `seq_len`).
+            `serving_default` is converted) or a kbert model directory (its export graph
+            is built as `kbert export` builds it, with `seq_len` and `graph_options`).
         out_path: the .tflite file to write (written beside, then renamed into place).
         quantize: None, "dynamic" or "float16" (see the module docstring).
-        seq_len: T for a model directory (default: the task's seq_len); not allowed with
-            a SavedModel, whose T is fixed.
+        seq_len: T for a model directory (default: the task's seq_len, else 128); not
+            allowed with a SavedModel, whose T is fixed.
+        **graph_options: for a model directory, `kind`, `top_k`, `pooling`, `normalize`
+            of `kbert.export.saved_model.build_serving_graph`.
 
     Raises:
-        ValueError: unknown `quantize`, `seq_len` given with a SavedModel, `source` neither
+        ValueError: unknown `quantize`, options given with a SavedModel, `source` neither
             a SavedModel nor a model directory, or an op in the converted model other than
             TFLite builtins and TOKENIZER_OPS (named).
     """
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    check_tflite_options(True, quantize, graph_options.pop("precision", "float32"))
     source = os.fspath(source)
     if _is_saved_model(source):
-        if seq_len is not None:
-            raise ValueError(f"{source} is an exported SavedModel, its sequence length is "
-                             "fixed; seq_len applies only to a model directory")
+        if seq_len is not None or graph_options:
+            raise ValueError(f"{source} is an exported SavedModel, its sequence length and "
+                             "graph are fixed; seq_len and graph options apply only to a "
+                             "model directory")
         content = convert_saved_model(source, quantize)
+        _write_atomically(out_path, content)
     else:
         from kbert.model_dir import is_model_dir
         if not is_model_dir(source):
             raise ValueError(f"{source} is neither an exported SavedModel (saved_model.pb) "
                              "nor a kbert model directory (config.json, weights.safetensors)")
-        content = _convert_model_dir(source, quantize, seq_len)
+        from kbert.export.saved_model import ServingModule, build_serving_graph
+
+        module = ServingModule(build_serving_graph(source, seq_len=seq_len, **graph_options))
+        write_module_tflite(module, out_path, quantize, source)
+    return os.fspath(out_path)
+
+
+def check_tflite_options(tflite: bool, quantize: str | None, precision: str = "float32"):
+    """Raises ValueError for options a TFLite export cannot take (checked before any
+    work is done)."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    if quantize is not None and not tflite:
+        raise ValueError("quantize applies to the TFLite model only: add --tflite")
+    if tflite and precision != "float32":
+        raise ValueError(f"the TFLite model is exported from the float32 graph, not "
+                         f"{precision}; use --quantize dynamic|float16 for a smaller model")
+
+
+def write_module_tflite(module, out_path: str | os.PathLike, quantize: str | None = None,
+                        source: str = "model") -> str:
+    """Converts a `kbert.export.saved_model.ServingModule`'s serving_default (traced with
+    rank-1 string inputs) and writes it to `out_path` atomically. Returns `out_path`."""
+    function = module.concrete_functions(input_shape=[None])[SIGNATURE]
+    content = convert_function(function, module, quantize, source=source)
     _write_atomically(out_path, content)
     logger.info("wrote %s (%.1f MB, quantize=%s)", out_path, len(content) / 2**20, quantize)
     return os.fspath(out_path)
@@ -254,16 +282,6 @@ class TFLiteModel:
         if len(set(sizes.values())) > 1:
             raise ValueError(f"inputs must have the same batch size, got {sizes}")
         return arrays
-
-
-def _convert_model_dir(model_dir: str, quantize: str | None, seq_len: int | None) -> bytes:
-    """Builds the export's serving graph for `model_dir` (as `kbert export` does) and
-    converts its serving_default, traced with rank-1 inputs."""
-    from kbert.export.saved_model import ServingModule, build_serving_graph
-
-    module = ServingModule(build_serving_graph(model_dir, seq_len=seq_len))
-    function = module.concrete_functions(input_shape=[None])[SIGNATURE]
-    return convert_function(function, module, quantize, source=model_dir)
 
 
 def _is_saved_model(path: str) -> bool:
