@@ -13,7 +13,7 @@ def _export(args: argparse.Namespace) -> None:
             args.model_dir, out_root=args.out, name=args.name, version=args.version,
             seq_len=args.seq_len, kind=args.kind, precision=args.precision, top_k=args.top_k,
             pooling=args.pooling, normalize=args.normalize,
-            base_path=args.base_path)
+            base_path=args.base_path, tflite=args.tflite, quantize=args.quantize)
     except NotImplementedError as error:  # a task kind without a serving graph yet
         raise ValueError(str(error)) from None
     print(f"exported {out}; TF Serving config: {args.out}/models.config")
@@ -60,6 +60,11 @@ def add_parsers(commands) -> None:
     p.add_argument("--base-path", default="/models",
                    help="where the serving container sees ROOT, for models.config "
                         "(default: /models)")
+    p.add_argument("--tflite", action="store_true",
+                   help="also write VERSION/model.tflite (strings in, tokenizer inside; "
+                        "run it with kbert.export.tflite.TFLiteModel)")
+    p.add_argument("--quantize", choices=("dynamic", "float16"),
+                   help="with --tflite: dynamic-range int8 or float16 weights")
     p.set_defaults(run=_export)
 
     p = commands.add_parser(

@@ -312,7 +312,8 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                        seq_len: int | None = None, kind: str | None = None,
                        precision: str = "float32", top_k: int = 5, pooling: str = "mean",
                        normalize: bool = False, warmup: bool = True,
-                       models_config: bool = True, base_path: str = "/models") -> str:
+                       models_config: bool = True, base_path: str = "/models",
+                       tflite: bool = False, quantize: str | None = None) -> str:
     """Exports a kbert model directory as OUT_ROOT/NAME/VERSION; returns that path.
 
     Args:
@@ -325,6 +326,8 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
         warmup: write assets.extra/tf_serving_warmup_requests.
         models_config: write / update OUT_ROOT/models.config listing every model there,
             with base paths `base_path`/NAME (where the serving container sees OUT_ROOT).
+        tflite: also write VERSION/model.tflite, the same serving_default for TFLite
+            (`kbert.export.tflite`), quantized by `quantize` (None, "dynamic", "float16").
 
     Signatures (all take the input names as string [B] tensors):
         serving_default: the model's results (see the kind's graph);
@@ -332,6 +335,9 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
         encode: `sequence_output` float32 [N, T, H], `pooled_output` float32 [N, H].
     """
     model_dir = os.fspath(model_dir)
+    if tflite or quantize is not None:
+        from kbert.export.tflite import check_tflite_options
+        check_tflite_options(tflite, quantize, precision)
     name = name or os.path.basename(os.path.normpath(os.path.abspath(model_dir)))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
@@ -351,7 +357,8 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
     module = ServingModule(graph)
     signatures = module.concrete_functions()
     try:
-        _write(module, signatures, out, name, graph.examples if warmup else None)
+        _write(module, signatures, out, name, graph.examples if warmup else None,
+               tflite, quantize, model_dir)
     except OSError as error:
         if os.path.isdir(out) and not isinstance(error, FileExistsError):
             raise FileExistsError(f"{out} was written by another export meanwhile; "
@@ -364,13 +371,17 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
     return out
 
 
-def _write(module, signatures, out, name, examples) -> None:
+def _write(module, signatures, out, name, examples, tflite, quantize, model_dir) -> None:
+    """Everything of a version goes into the hidden temporary directory first."""
     with atomic_directory(out) as tmp:
         tf.saved_model.save(module, tmp, signatures=signatures,
                             options=tf.saved_model.SaveOptions(
                                 experimental_custom_gradients=False))
         if examples is not None:
             write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, examples)
+        if tflite:
+            from kbert.export.tflite import TFLITE_FILE, write_module_tflite
+            write_module_tflite(module, os.path.join(tmp, TFLITE_FILE), quantize, model_dir)
         # mkdtemp made it 0700: a serving container running as another user must read it.
         umask = os.umask(0)
         os.umask(umask)
