@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 
+from kbert import finetune_cli
 from kbert.errors import TrainingDiverged
 
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out pieces seen fewer times (single characters always stay)")
     p.set_defaults(run=_vocab)
     _add_pretrain(commands)
+    finetune_cli.add_parsers(commands)  # finetune, evaluate, predict, embed
     return parser
 
 
