@@ -269,3 +269,60 @@ def test_serving_offsets_are_bytes(trained, tokenizer):
     out = TASK.serving_outputs(model, tokenizer, spec, {"text": tf.constant([text])})
     starts, ends = out["word_starts"].numpy()[0], out["word_ends"].numpy()[0]
     assert [text.encode()[s:e].decode() for s, e in zip(starts, ends)] == ["\u00e9ab", "cd\u00e9"]
+
+
+def test_predict_raw_text_matches_serving(trained, tokenizer):
+    model, spec = trained
+    texts = ["Ab  cdxy, ef.", "gh ijzz"]
+    got = TASK.predict(model, TASK.examples_from_texts(texts), tokenizer, spec, batch_size=4)
+    words = TASK.predict(model, [_sentence(["Ab", "cdxy", ",", "ef", "."], ["X"] * 5),
+                                 _sentence(["gh", "ijzz"], ["X"] * 2)], tokenizer, spec, 4)
+    assert [p["words"] for p in got] == [["Ab", "cdxy", ",", "ef", "."], ["gh", "ijzz"]]
+    assert [p["tags"] for p in got] == [p["tags"] for p in words]
+    assert got[1]["word_starts"] == [0, 3] and got[1]["word_ends"] == [2, 7]
+
+
+def _conll_file(path, sentences):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("-DOCSTART- -X- O\n\n")
+        for s in sentences:
+            f.writelines(f"{w} {t}\n" for w, t in zip(s.words, s.labels))
+            f.write("\n")
+    return str(path)
+
+
+def test_finetune_tag_end_to_end(tmp_path, tokenizer):
+    """The runner and CLI with TaggingTask: files in, model dir + metrics out, and the
+    saved model scores the eval file exactly as the run reported."""
+    import json
+
+    from kbert.cli import main
+    from kbert.finetuning import evaluate
+    from kbert.model_dir import save_model
+
+    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
+                                    max_sequence_length=64)
+    save_model(build_encoder(config), config, tmp_path / "pre", VOCAB)
+    entity = {"N1": "B-ORG", "N2": "I-ORG", "V1": "O", "V2": "O", "X": "B-PER"}
+    data = [_sentence(s.words, [entity[t] for t in s.labels]) for s in _tiny_data(48, 5)]
+    train = _conll_file(tmp_path / "train.txt", data[:32])
+    dev = _conll_file(tmp_path / "dev.txt", data[32:])
+    out = tmp_path / "run"
+    assert main(["finetune", "tag", "--model", str(tmp_path / "pre"), "--train", train,
+                 "--eval", dev, "--out", str(out), "--seq-len", "10", "--epochs", "2",
+                 "--batch-size", "8", "--learning-rate", "1e-3",
+                 "--option", "doc_stride=3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["primary_metric"] == "f1" and metrics["spec"]["tag_scheme"] == "IOB1"
+    assert metrics["spec"]["doc_stride"] == 3
+    assert set(metrics["best"]) == {"precision", "recall", "f1", "accuracy"}
+    predictions = [json.loads(line) for line in
+                   (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["words"] for p in predictions] == [list(s.words) for s in data[32:]]
+    again = evaluate(str(out / "model"), dev)
+    assert again == pytest.approx(metrics["best"], abs=1e-12)
+    # An eval label that training never saw: one line naming file and line.
+    with open(dev, "a", encoding="utf-8") as f:
+        f.write("ab B-LOC\n")
+    with pytest.raises(ValueError, match=r"dev.txt:\d+: label 'B-LOC' never occurs"):
+        evaluate(str(out / "model"), dev)

@@ -40,12 +40,15 @@ class Sentence:
         labels: one label per word.
         lines: the 1-based line number of each word in `path`.
         path: the file it was read from.
+        text: only for unlabelled raw text to tag (`kbert predict DIR TEXT`): the text,
+            with `words`, `labels` and `lines` empty; the tagger splits it into words.
     """
 
     words: tuple[str, ...]
     labels: tuple[str, ...]
     lines: tuple[int, ...]
     path: str = ""
+    text: str | None = None
 
 
 def read_tagging_file(path: str | os.PathLike, format: str = "auto",

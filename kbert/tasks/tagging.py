@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 TAG_SCHEMES = ("IOB1", "IOB2", "none")
+# Task options (`kbert finetune tag --option KEY=VALUE`, or their own flags).
+READ_OPTIONS = ("format", "label_column")
+SPEC_OPTIONS = ("doc_stride", "tag_scheme", "classifier_dropout")
 _IOB_TAG = re.compile(r"^(O|[BI]-.+)$")
 # Sentences tokenized together in the input pipeline (their windows are then re-batched).
 _FEATURE_BATCH = 64
@@ -84,21 +87,31 @@ class TaggingTask(Task):
     command = "tag"
 
     # -- data --------------------------------------------------------------------------
-    def read(self, path: str, format: str = "auto", label_column: str | int | None = None,
-             **options) -> list[Sentence]:
+    def read(self, path: str, **options) -> list[Sentence]:
         """Reads a CoNLL-2003 / CoNLL-U file (`kbert.data.conll.read_tagging_file`).
 
         Options: `format` ("auto" by extension, "conll2003", "conllu") and
-        `label_column` (CoNLL-U "upos" / "xpos"; CoNLL-2003 a column number).
+        `label_column` (CoNLL-U "upos" / "xpos"; CoNLL-2003 a column number). The
+        make_spec options (SPEC_OPTIONS) are accepted and ignored here: the runner passes
+        one option dict to both.
         """
-        _no_other_options(options, "read")
-        return read_tagging_file(path, format=format or "auto", label_column=label_column)
+        _check_options(options)
+        return read_tagging_file(path, format=options.get("format") or "auto",
+                                 label_column=options.get("label_column"))
+
+    def examples_from_texts(self, texts: Sequence[str]) -> list[Sentence]:
+        """Unlabelled sentences of raw texts (`kbert predict DIR TEXT...`): `predict`
+        splits them into words as the serving graph does (module docstring)."""
+        return [Sentence((), (), (), "<input>", text=str(text)) for text in texts]
 
     def make_spec(self, train_examples: Sequence[Sentence], seq_len: int,
-                  doc_stride: int | None = None, tag_scheme: str | None = None,
-                  classifier_dropout: float | None = None, **options) -> TaskSpec:
-        """Tags = the training file's labels (sorted); `tag_scheme` detected unless given."""
-        _no_other_options(options, "make_spec")
+                  **options) -> TaskSpec:
+        """Tags = the training file's labels (sorted); `tag_scheme` detected unless given.
+
+        Options: `doc_stride` (default `default_doc_stride(seq_len)`), `tag_scheme`
+        ("IOB1", "IOB2", "none"), `classifier_dropout`; READ_OPTIONS are ignored.
+        """
+        _check_options(options)
         if not train_examples:
             raise ValueError("no training sentences")
         labels = sorted({label for s in train_examples for label in s.labels})
@@ -106,14 +119,17 @@ class TaggingTask(Task):
             where = train_examples[0].path or "the training file"
             raise ValueError(f"{where}: only one label ({labels[0]!r}) in the training "
                              "file; tagging needs at least 2")
+        tag_scheme = options.get("tag_scheme")
         if tag_scheme is None:
             tag_scheme = detect_tag_scheme(train_examples)
             logger.info("tag scheme: %s (from the training labels)", tag_scheme)
         elif tag_scheme not in TAG_SCHEMES:
             raise ValueError(f"unknown tag scheme {tag_scheme!r}; choose one of {TAG_SCHEMES}")
-        extra = {} if classifier_dropout is None else {"classifier_dropout": classifier_dropout}
+        extra = {}
+        if options.get("classifier_dropout") is not None:
+            extra["classifier_dropout"] = float(options["classifier_dropout"])
         spec = TaskSpec("tagging", labels=tuple(labels), seq_len=seq_len,
-                        doc_stride=doc_stride or default_doc_stride(seq_len),
+                        doc_stride=int(options.get("doc_stride") or default_doc_stride(seq_len)),
                         tag_scheme=tag_scheme, **extra)
         _check_stride(spec)
         return spec
@@ -123,7 +139,7 @@ class TaggingTask(Task):
         known = set(spec.labels)
         if not examples:
             raise ValueError(f"{path}: no sentences")
-        for sentence in examples:
+        for sentence in examples:  # (unlabelled raw texts have no labels to check)
             for label, line in zip(sentence.labels, sentence.lines):
                 if label not in known:
                     raise ValueError(
@@ -166,25 +182,48 @@ class TaggingTask(Task):
     # -- prediction and metrics --------------------------------------------------------
     def predict(self, model, examples: Sequence[Sentence], tokenizer, spec: TaskSpec,
                 batch_size: int) -> list[dict]:
-        """[{"words": [...], "tags": [...]}] per sentence, one tag per word."""
+        """[{"words": [...], "tags": [...]}] per sentence, one tag per word.
+
+        Sentences of raw text (`examples_from_texts`) go through the serving graph's
+        code: words as BERT's basic tokenizer splits them, plus their byte offsets
+        "word_starts" / "word_ends".
+        """
         _check_stride(spec)
 
         @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.string, 1,
                                                           tf.int32)])
-        def tag_ids(words):
+        def tag_words(words):
             windows, word_splits = self._word_windows(tokenizer, spec, words)
             return self._decode(model, windows, word_splits[1:] - word_splits[:-1])
 
-        results = []
-        for begin in range(0, len(examples), batch_size):
-            batch = examples[begin:begin + batch_size]
-            words = tf.ragged.constant([list(s.words) for s in batch], dtype=tf.string,
-                                       row_splits_dtype=tf.int32)
-            ids = tag_ids(words).numpy()
-            for sentence, row in zip(batch, ids):
-                n = len(sentence.words)
-                results.append({"words": list(sentence.words),
-                                "tags": [spec.labels[i] for i in row[:n]]})
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def tag_text(text):
+            return self.serving_outputs(model, tokenizer, spec, {"text": text})
+
+        results: list[dict | None] = [None] * len(examples)
+        given = [i for i, s in enumerate(examples) if s.text is None]
+        raw = [i for i, s in enumerate(examples) if s.text is not None]
+        for begin in range(0, len(given), batch_size):
+            batch = given[begin:begin + batch_size]
+            words = tf.ragged.constant([list(examples[i].words) for i in batch],
+                                       dtype=tf.string, row_splits_dtype=tf.int32)
+            for i, row in zip(batch, tag_words(words).numpy()):
+                sentence_words = list(examples[i].words)
+                results[i] = {"words": sentence_words,
+                              "tags": [spec.labels[t] for t in row[:len(sentence_words)]]}
+        for begin in range(0, len(raw), batch_size):
+            batch = raw[begin:begin + batch_size]
+            out = {k: v.numpy() for k, v in tag_text(
+                tf.constant([examples[i].text for i in batch])).items()}
+            for row, i in enumerate(batch):
+                n = int(out["num_words"][row])
+                data = examples[i].text.encode("utf-8")
+                starts = out["word_starts"][row, :n].tolist()
+                ends = out["word_ends"][row, :n].tolist()
+                results[i] = {"words": [data[a:b].decode("utf-8", "replace")
+                                        for a, b in zip(starts, ends)],
+                              "tags": [spec.labels[t] for t in out["tag_ids"][row, :n]],
+                              "word_starts": starts, "word_ends": ends}
         return results
 
     def evaluate(self, examples: Sequence[Sentence], predictions: Sequence[dict],
@@ -262,8 +301,8 @@ def _check_stride(spec: TaskSpec) -> None:
                          f"{budget}, so that windows leave no word-piece out")
 
 
-def _no_other_options(options: dict, where: str) -> None:
-    # The runner may pass every CLI option; the ones for other tasks come as None.
-    unknown = sorted(k for k, v in options.items() if v is not None)
+def _check_options(options: dict) -> None:
+    unknown = sorted(set(options) - set(READ_OPTIONS) - set(SPEC_OPTIONS))
     if unknown:
-        raise ValueError(f"tagging {where}: option(s) {unknown} do not apply to tagging")
+        raise ValueError(f"option(s) {unknown} do not apply to tagging; its options: "
+                         f"{', '.join(READ_OPTIONS + SPEC_OPTIONS)}")
