@@ -296,3 +296,48 @@ def test_embedding_export(tmp_path):
                                atol=1e-5)
     with pytest.raises(ValueError, match="no masked-LM head"):
         export_saved_model(model_dir, out_root=tmp_path / "root", kind="fill-mask")
+
+
+@pytest.mark.parametrize("spec_args, inputs", [
+    (dict(task="tagging", labels=("O", "B-LOC", "I-LOC"), seq_len=12, doc_stride=4,
+          tag_scheme="IOB2"),
+     {"text": ["The capital of France is Paris, a nice day today!", "i like this", ""]}),
+    (dict(task="qa", seq_len=24, doc_stride=6, max_query_length=8),
+     {"question": ["What is the capital of France?", "what day", "x"],
+      "context": ["The capital of France is Paris. The weather is nice today, i like "
+                  "this a lot, a lot, a lot.", "a nice day", ""]}),
+])
+def test_tagging_and_qa_exports_match_their_task_graph(tmp_path, spec_args, inputs):
+    """The export runs the task module's own serving graph (long texts in windows)."""
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.tasks.registry import get_task
+    from kbert.text import Tokenizer
+
+    spec = TaskSpec(**spec_args)
+    model = build_task_model(build_encoder(CONFIG), spec)
+    model_dir = save_task_model(tmp_path / spec.task, model, spec, CONFIG, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
+    assert custom_ops(path) == EXPECTED_CUSTOM_OPS
+    loaded = load(path)
+    tensors = {k: tf.constant(v) for k, v in inputs.items()}
+    got = loaded.signatures["serving_default"](**tensors)
+    want = get_task(spec.task).serving_outputs(model, Tokenizer(VOCAB), spec, tensors)
+    assert set(got) == set(want)
+    for key in want:
+        if want[key].dtype == tf.string:
+            assert got[key].numpy().tolist() == want[key].numpy().tolist(), key
+        else:
+            np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-5,
+                                       err_msg=key)
+    features = loaded.signatures["tokenize"](**tensors)
+    assert features["token_ids"].shape[0] > 3  # the long texts were split into windows
+    encoded = loaded.signatures["encode"](**tensors)
+    assert encoded["sequence_output"].shape == (features["token_ids"].shape[0],
+                                                spec.seq_len, CONFIG.hidden_dim)
+    empty = loaded.signatures["serving_default"](
+        **{k: tf.constant([], tf.string) for k in inputs})
+    assert all(v.shape[0] == 0 for v in empty.values())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be a rank-1"):
+        loaded.signatures["serving_default"](
+            **{k: tf.constant([v[:1]]) for k, v in inputs.items()})

@@ -115,9 +115,9 @@ class ServingModule(tf.Module):
                 return fn(inputs)
 
             def empty():
-                # The outputs of one empty string, cut to zero rows: the right dtypes and
+                # The outputs of a one-word text, cut to zero rows: the right dtypes and
                 # inner shapes for any kind (tokenize's windows included).
-                outputs = fn({name: tf.constant([""]) for name in names})
+                outputs = fn({name: tf.constant(["x"]) for name in names})
                 return {k: v[:0] if v.shape.rank else v for k, v in outputs.items()}
 
             batch = tf.shape(inputs[names[0]])[0]
