@@ -72,6 +72,8 @@ def test_signatures_and_op_audit(export):
     assert info["signatures"]["encode"]["outputs"]["sequence_output"] == (
         "float32", [None, 16, CONFIG.hidden_dim])
     assert set(info["custom_ops"]) == custom_ops(export) == EXPECTED_CUSTOM_OPS
+    assert (info["export"]["kind"], info["export"]["seq_len"], info["export"]["inputs"]) == (
+        "fill-mask", 16, ["text"])
 
 
 def test_weights_stored_once(export, pretrained_dir):
@@ -239,6 +241,7 @@ def test_cli_export_errors_and_inspect(pretrained_dir, export, capsys):
     assert "custom ops: FastBertNormalize, FastWordpieceTokenizeWithOffsets" in shown
     assert "output top_ids: int32 [?, ?, 5]" in shown
     assert "input  text: string unknown rank" in shown
+    assert "kbert export: fill-mask, T=16, float32" in shown
 
 
 def test_pair_classifier_export(tmp_path):
