@@ -10,13 +10,13 @@ WORDS = [f"w{i}" for i in range(40)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["good", "bad"]
 
 
-def tiny_model_dir(path, num_layers=1, seed=0):
+def tiny_model_dir(path, num_layers=1, seed=0, activation="gelu"):
     """A randomly initialised 1-layer, H=128 encoder saved as a kbert model directory."""
     import keras
 
     keras.utils.set_random_seed(seed)
     config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=num_layers,
-                                    max_sequence_length=64)
+                                    max_sequence_length=64, activation=activation)
     return save_model(build_encoder(config), config, path, VOCAB)
 
 
