@@ -71,6 +71,13 @@ def _add_finetune(commands) -> None:
     t = tasks.add_parser("tag", parents=[common], help="token tagging (NER, POS)")
     t.add_argument("--tag-scheme", choices=("IOB1", "IOB2", "none"),
                    help="entity tags (scored by entity F1) or none (POS: token accuracy)")
+    t.add_argument("--format", choices=("auto", "conll2003", "conllu"),
+                   help="file format (default: .conllu files CoNLL-U, others CoNLL-2003)")
+    t.add_argument("--label-column",
+                   help="CoNLL-U: upos (default) or xpos; CoNLL-2003: column number "
+                        "(default: the last)")
+    t.add_argument("--doc-stride", type=int,
+                   help="word-pieces between windows of long sentences (default (T-2)/2)")
     t.set_defaults(run=_finetune)
 
     q = tasks.add_parser("qa", parents=[common], help="extractive QA (SQuAD v1.1 / v2.0)")
@@ -90,8 +97,8 @@ def _add_text_columns(p) -> None:
 
 
 # Flags that become task options (passed to Task.read / Task.make_spec) when given.
-_OPTION_FLAGS = ("text_column", "pair_column", "label_column", "regression", "metric",
-                 "doc_stride", "tag_scheme", "max_query_length", "max_answer_length",
+_OPTION_FLAGS = ("text_column", "pair_column", "label_column", "format", "regression",
+                 "metric", "doc_stride", "tag_scheme", "max_query_length", "max_answer_length",
                  "null_score_threshold")
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -145,40 +146,43 @@ def test_warmup_requests_parse_and_run(export):
     assert batches == [1, 2]
 
 
-def test_versions_models_config_and_atomic_failure(pretrained_dir, tmp_path, monkeypatch):
+def test_versions_models_config_and_atomic_failure(pretrained_dir, export, tmp_path,
+                                                   monkeypatch):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     import kbert.export.saved_model as saved_model
 
     root = tmp_path / "root"
-    first = export_saved_model(pretrained_dir, out_root=root, name="a", seq_len=8)
-    assert first == str(root / "a" / "1")
-    assert oct(os.stat(first).st_mode & 0o755) == oct(0o755)  # readable by a container
+    shutil.copytree(os.path.dirname(os.path.dirname(export)), root)  # holds tiny_pre/1
     with pytest.raises(FileExistsError, match="already exists"):
-        export_saved_model(pretrained_dir, out_root=root, name="a", version=1)
-    assert os.listdir(root / "a") == ["1"]
+        export_saved_model(pretrained_dir, out_root=root, version=1)
 
     def fail(*args, **kwargs):
         raise RuntimeError("injected failure while writing the warm-up file")
     monkeypatch.setattr(saved_model, "write_warmup_requests", fail)
     with pytest.raises(RuntimeError, match="injected"):
-        export_saved_model(pretrained_dir, out_root=root, name="a", seq_len=8)
-    assert os.listdir(root / "a") == ["1"]  # no version 2, no hidden leftovers
+        export_saved_model(pretrained_dir, out_root=root, seq_len=8)
+    assert os.listdir(root / "tiny_pre") == ["1"]  # no version 2, no hidden leftovers
     monkeypatch.undo()
 
-    export_saved_model(pretrained_dir, out_root=root, name="a", version=7, seq_len=8)
-    assert export_saved_model(pretrained_dir, out_root=root, name="b", seq_len=8,
-                              base_path="/srv/models/") == str(root / "b" / "1")
-    assert export_saved_model(pretrained_dir, out_root=root, name="a",
-                              seq_len=8) == str(root / "a" / "8")
+    second = export_saved_model(pretrained_dir, out_root=root, seq_len=8,
+                                base_path="/srv/models/")
+    assert second == str(root / "tiny_pre" / "2")
+    assert os.stat(second).st_mode & 0o755 == 0o755  # readable by a serving container
+    shutil.copytree(root / "tiny_pre", root / "b")
+    os.rename(root / "b" / "2", root / "b" / "10")
+    os.makedirs(root / "no_versions" / "latest")
+    saved_model.write_models_config(root)
     config = text_format.Parse((root / "models.config").read_text(),
                                model_server_config_pb2.ModelServerConfig())
     assert [(c.name, c.base_path, c.model_platform) for c in
-            config.model_config_list.config] == [("a", "/models/a", "tensorflow"),
-                                                 ("b", "/models/b", "tensorflow")]
+            config.model_config_list.config] == [("b", "/models/b", "tensorflow"),
+                                                 ("tiny_pre", "/models/tiny_pre", "tensorflow")]
+    assert saved_model.versions(root / "b") == [1, 10]
 
 
+@pytest.mark.slow
 def test_bfloat16_export(pretrained_dir, export, tmp_path):
     path = export_saved_model(pretrained_dir, out_root=tmp_path, seq_len=16,
                               precision="bfloat16", models_config=False)
@@ -199,6 +203,7 @@ def _run_python(code, **env):
     return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_fresh_process_loads_through_kbert(export):
     code = (f"import json, kbert.export as e, tensorflow as tf\n"
             f"m = e.load({export!r})\n"
@@ -209,6 +214,7 @@ def test_fresh_process_loads_through_kbert(export):
     np.testing.assert_allclose(got, want["top_probabilities"].numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_load_without_tf_text_gives_kbert_message(export):
     code = (f"import sys, kbert.export as e\n"
             f"try:\n    e.load({export!r})\n"
@@ -220,19 +226,73 @@ def test_load_without_tf_text_gives_kbert_message(export):
     assert "pip install 'tensorflow-text==" in line
 
 
-def test_cli_export_and_inspect(pretrained_dir, tmp_path, capsys):
+def test_cli_export_errors_and_inspect(pretrained_dir, export, capsys):
     from kbert import cli
 
-    root = str(tmp_path / "r")
-    assert cli.main(["export", pretrained_dir, "--out", root, "--name", "x",
-                     "--seq-len", "8", "--top-k", "3"]) == 0
-    assert cli.main(["export", pretrained_dir, "--out", root, "--name", "x",
-                     "--version", "1"]) == 2
+    root = os.path.dirname(os.path.dirname(export))
+    assert cli.main(["export", pretrained_dir, "--out", root, "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert cli.main(["inspect", os.path.join(root, "x")]) == 0
+    assert cli.main(["export", pretrained_dir, "--out", root, "--seq-len", "1000"]) == 2
+    assert "max_sequence_length 64" in capsys.readouterr().err
+    assert cli.main(["inspect", os.path.join(root, "tiny_pre")]) == 0
     shown = capsys.readouterr().out
     assert "custom ops: FastBertNormalize, FastWordpieceTokenizeWithOffsets" in shown
-    assert "output top_ids: int32 [?, ?, 3]" in shown
-    assert cli.main(["export", pretrained_dir, "--out", root, "--kind", "fill-mask",
-                     "--seq-len", "1000"]) == 2
-    assert "max_sequence_length 64" in capsys.readouterr().err
+    assert "output top_ids: int32 [?, ?, 5]" in shown
+    assert "input  text: string unknown rank" in shown
+
+
+def test_pair_classifier_export(tmp_path):
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.text import Tokenizer
+    from kbert.text.packer import pack
+
+    spec = TaskSpec("classification", labels=("no", "yes", "maybe"), seq_len=16, pair=True)
+    model = build_task_model(build_encoder(CONFIG), spec)
+    model_dir = save_task_model(tmp_path / "nli", model, spec, CONFIG, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
+    assert path == str(tmp_path / "root" / "nli" / "1")
+    loaded = load(path)
+    assert custom_ops(path) == EXPECTED_CUSTOM_OPS
+    text = ["The weather is nice today!", "i like this", ""]
+    pair = ["nice day", "the capital of france is paris, i like paris a lot", "a"]
+    out = loaded.signatures["serving_default"](text=tf.constant(text),
+                                               text_pair=tf.constant(pair))
+    # Reference: the Keras model on the same packed inputs.
+    tokenizer = Tokenizer(VOCAB)
+    features = pack(tokenizer(tf.constant(text)), tokenizer(tf.constant(pair)),
+                    sequence_length=16, cls_id=2, sep_id=3, pad_id=0)
+    probabilities = tf.nn.softmax(model(features)["logits"]).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), probabilities, atol=1e-6)
+    np.testing.assert_array_equal(out["label_ids"].numpy(), probabilities.argmax(1))
+    assert [b.decode() for b in out["labels"].numpy()] == [
+        spec.labels[i] for i in probabilities.argmax(1)]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="input `text_pair` must have as many rows as `text`"):
+        loaded.signatures["serving_default"](text=tf.constant(text),
+                                             text_pair=tf.constant(pair[:2]))
+    empty = loaded.signatures["serving_default"](text=tf.constant([], tf.string),
+                                                 text_pair=tf.constant([], tf.string))
+    assert tuple(empty["probabilities"].shape) == (0, 3)
+    assert set(inspect_saved_model(path)["signatures"]["encode"]["inputs"]) == {
+        "text", "text_pair"}
+
+
+def test_embedding_export(tmp_path):
+    from kbert.model_dir import load_model, save_model
+    from kbert.models import build_encoder
+
+    model_dir = save_model(build_encoder(CONFIG), CONFIG, tmp_path / "enc", VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", seq_len=16,
+                              normalize=True, models_config=False)
+    loaded = load(path)
+    text = tf.constant(["The weather is nice today!", "i like this a lot"])
+    vectors = loaded.signatures["serving_default"](text=text)["embeddings"].numpy()
+    features = {k: v.numpy() for k, v in loaded.signatures["tokenize"](text=text).items()}
+    hidden = np.asarray(load_model(model_dir)(features)["sequence_output"])
+    mask = features["padding_mask"][:, :, None]
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    np.testing.assert_allclose(vectors, mean / np.linalg.norm(mean, axis=1, keepdims=True),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="no masked-LM head"):
+        export_saved_model(model_dir, out_root=tmp_path / "root", kind="fill-mask")

@@ -12,7 +12,7 @@ def _export(args: argparse.Namespace) -> None:
         out = export_saved_model(
             args.model_dir, out_root=args.out, name=args.name, version=args.version,
             seq_len=args.seq_len, kind=args.kind, precision=args.precision, top_k=args.top_k,
-            pooling=args.pooling, normalize=not args.no_normalize,
+            pooling=args.pooling, normalize=args.normalize,
             base_path=args.base_path, tflite=args.tflite, quantize=args.quantize)
     except NotImplementedError as error:  # a task kind without a serving graph yet
         raise ValueError(str(error)) from None
@@ -53,9 +53,10 @@ def add_parsers(commands) -> None:
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16: the encoder computes in bfloat16, outputs stay float32")
     p.add_argument("--top-k", type=int, default=5, help="fill-mask: guesses per [MASK]")
-    p.add_argument("--pooling", default="mean", help="embedding: pooling of token vectors")
-    p.add_argument("--no-normalize", action="store_true",
-                   help="embedding: do not L2-normalise the vectors")
+    p.add_argument("--pooling", choices=("mean", "cls", "pooled"), default="mean",
+                   help="embedding: how token vectors become one vector (default: mean)")
+    p.add_argument("--normalize", action="store_true",
+                   help="embedding: L2-normalise the vectors (sentence-transformers style)")
     p.add_argument("--base-path", default="/models",
                    help="where the serving container sees ROOT, for models.config "
                         "(default: /models)")

@@ -251,13 +251,7 @@ class ClassificationTask(Task):
                 batch_size: int) -> list[dict]:
         """Per example: {"source", "label", "label_id", "probabilities": {label: p}} or
         {"source", "score"} for regression. Runs `serving_outputs` (the export graph)."""
-        names = self.serving_inputs(spec)
-        signature = {name: tf.TensorSpec([None], tf.string, name=name) for name in names}
-
-        @tf.function(input_signature=[signature])
-        def run(inputs):
-            return self.serving_outputs(model, tokenizer, spec, inputs)
-
+        run = self._serving_function(model, tokenizer, spec)
         results = []
         for begin in range(0, len(examples), batch_size):
             chunk = examples[begin:begin + batch_size]
@@ -277,6 +271,24 @@ class ClassificationTask(Task):
                     "probabilities": {label: float(p) for label, p in
                                       zip(spec.labels, outputs["probabilities"][i])}})
         return results
+
+    def _serving_function(self, model, tokenizer, spec: TaskSpec):
+        """`serving_outputs` as a tf.function, traced once per (model, tokenizer, spec)
+        (the runner predicts with the same model after every epoch)."""
+        key = (id(model), id(tokenizer), spec)
+        cached = getattr(self, "_serving_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        signature = {name: tf.TensorSpec([None], tf.string, name=name)
+                     for name in self.serving_inputs(spec)}
+
+        @tf.function(input_signature=[signature])
+        def run(inputs):
+            return self.serving_outputs(model, tokenizer, spec, inputs)
+
+        # Holding the model in the cache keeps its id from being reused by another one.
+        self._serving_cache = (key, run, model, tokenizer)
+        return run
 
     def evaluate(self, examples: Sequence[TextExample], predictions: Sequence[dict],
                  spec: TaskSpec) -> dict[str, float]:
