@@ -281,6 +281,25 @@ def test_pair_classifier_export(tmp_path):
         "text", "text_pair"}
 
 
+def test_regression_export(tmp_path):
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.text import Tokenizer
+    from kbert.text.packer import pack
+
+    spec = TaskSpec("regression", seq_len=16)
+    model = build_task_model(build_encoder(CONFIG), spec)
+    model_dir = save_task_model(tmp_path / "sts", model, spec, CONFIG, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
+    text = ["The weather is nice today!", "i like this"]
+    scores = load(path).signatures["serving_default"](text=tf.constant(text))["scores"]
+    tokenizer = Tokenizer(VOCAB)
+    features = pack(tokenizer(tf.constant(text)), sequence_length=16, cls_id=2, sep_id=3,
+                    pad_id=0)
+    np.testing.assert_allclose(scores.numpy(), model(features)["logits"].numpy()[:, 0],
+                               atol=1e-6)
+
+
 def test_embedding_export(tmp_path):
     from kbert.model_dir import load_model, save_model
     from kbert.models import build_encoder
