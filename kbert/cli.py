@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_vocab)
     _add_pretrain(commands)
     finetune_cli.add_parsers(commands)  # finetune, evaluate, predict, embed
+    __import__("kbert.export.cli", fromlist=["add_parsers"]).add_parsers(commands)
     return parser
 
 
