@@ -1,10 +1,34 @@
-"""kbert: BERT (Devlin et al., 2018) for TensorFlow / Keras 3."""
+"""kbert: BERT (Devlin et al., 2018) for TensorFlow / Keras 3.
 
-from kbert.config import PRESETS, BertConfig
-from kbert.model_dir import load_model, read_checkpoint, save_model
-from kbert.models import build_encoder
-from kbert.text import Tokenizer
+The names below are imported on first use (PEP 562), so `import kbert.<module>` stays
+light: importing the tokenizer or the encoder pulls in tensorflow-text (keras-hub imports
+it too), and code that must run without it, such as a serving client or
+`kbert.export.load`'s check for missing tf-text ops, would otherwise load it by accident.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["BertConfig", "PRESETS", "Tokenizer", "build_encoder", "load_model",
-           "read_checkpoint", "save_model"]
+
+_LAZY = {
+    "BertConfig": "kbert.config",
+    "PRESETS": "kbert.config",
+    "Tokenizer": "kbert.text",
+    "build_encoder": "kbert.models",
+    "load_model": "kbert.model_dir",
+    "read_checkpoint": "kbert.model_dir",
+    "save_model": "kbert.model_dir",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kbert' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
