@@ -51,10 +51,17 @@ def _module(pair: bool, seed: int) -> tf.Module:
         module.serve = tf.function(lambda text: outputs(features(text)),
                                    input_signature=[string])
         module.tokenize = tf.function(lambda text: features(text), input_signature=[string])
-    # Blocks until something opens the file named by text[0] for writing when it is a
-    # FIFO: a request that waits without using the CPU (the concurrency test).
+    # On a FIFO, `wait` (read) blocks until another request opens it with `poke` (write)
+    # and the other way round: two requests that can only finish while both run at once.
+    path = tf.TensorSpec([None], tf.string, name="path")
     module.wait = tf.function(lambda path: {"content": tf.io.read_file(path[0])[tf.newaxis]},
-                              input_signature=[tf.TensorSpec([None], tf.string, name="path")])
+                              input_signature=[path])
+
+    def poke(path):
+        with tf.control_dependencies([tf.io.write_file(path[0], "")]):
+            return {"done": tf.ones_like(path, tf.int32)}
+
+    module.poke = tf.function(poke, input_signature=[path])
     return module
 
 
@@ -63,9 +70,10 @@ def save_classifier(root, name: str = "clf", version: int = 1, pair: bool = Fals
     """Writes ROOT/NAME/VERSION/ and returns its path. Signatures: serving_default
     (text[, text_pair] -> logits [B, 3], probabilities [B, 3], label_ids int32 [B],
     labels string [B]), tokenize (-> token_ids / segment_ids / padding_mask [B, 16]) and
-    wait (path -> content)."""
+    wait / poke (path -> content / done)."""
     module = _module(pair, seed)
     path = os.path.join(os.fspath(root), name, str(version))
     tf.saved_model.save(module, path, signatures={
-        "serving_default": module.serve, "tokenize": module.tokenize, "wait": module.wait})
+        "serving_default": module.serve, "tokenize": module.tokenize, "wait": module.wait,
+        "poke": module.poke})
     return path

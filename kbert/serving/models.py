@@ -25,6 +25,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
+from kbert.export import load
 from kbert.serving.errors import ServingError, not_found, status_code
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,6 @@ def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
     return dict(saved_model.meta_graphs[0].signature_def)
 
 
-def load_saved_model(path: str):
-    """tf.saved_model.load with the tf-text ops registered (kbert exports need
-    FastBertNormalize and FastWordpieceTokenizeWithOffsets)."""
-    import tensorflow_text  # noqa: F401  (registers the tf-text ops)
-
-    return tf.saved_model.load(path)
-
-
 def load_servable(name: str, version: int, path: str,
                   warmup: Callable[[Servable, prediction_log_pb2.PredictionLog], None]
                   | None = None) -> Servable:
@@ -90,7 +83,7 @@ def load_servable(name: str, version: int, path: str,
     Raises whatever loading raises; a warm-up request that fails fails the load, as in
     TF Serving.
     """
-    loaded = load_saved_model(path)
+    loaded = load(path)  # registers the tf-text ops; MissingOpError names a missing op
     servable = Servable(name=name, version=version, path=path,
                         signature_defs=read_signature_defs(path),
                         functions=dict(loaded.signatures), loaded=loaded)

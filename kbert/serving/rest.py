@@ -296,9 +296,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             signature_map = get_model_metadata_pb2.SignatureDefMap()
             response.metadata[requests.SIGNATURE_DEF_FIELD].Unpack(signature_map)
             return {"model_spec": json_format.MessageToDict(
-                        response.model_spec, preserving_proto_field_name=True),
+                        response.model_spec, preserving_proto_field_name=True,
+                        always_print_fields_with_no_presence=True),
                     "metadata": {"signature_def": json_format.MessageToDict(
-                        signature_map, preserving_proto_field_name=True)}}
+                        signature_map, preserving_proto_field_name=True,
+                        always_print_fields_with_no_presence=True)}}
         statuses = self._registry().status(name, version)
         return {"model_version_status": [
             {"version": str(v), "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
