@@ -8,6 +8,7 @@ import logging
 import sys
 
 from kbert.errors import TrainingDiverged
+from kbert.serving.cli import add_parser as add_serve_parser
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out pieces seen fewer times (single characters always stay)")
     p.set_defaults(run=_vocab)
     _add_pretrain(commands)
+    add_serve_parser(commands)
     return parser
 
 

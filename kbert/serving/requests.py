@@ -6,7 +6,9 @@ input: input names (missing / unknown), dtype, rank and fixed dimensions, then t
 input has the same batch size (dimension 0). TF Serving itself checks only the names and
 lets the graph fail on the rest (and a graph does not always fail: a loaded signature
 accepts a [B, 1] string tensor for a [B] input; tf-text's RoundRobinTrimmer reads out of
-bounds on mismatched batch sizes).
+bounds on mismatched batch sizes). A signature that declares an input of unknown rank
+gets no rank check here: kbert exports do that on purpose and check the rank first thing
+in the graph (kbert.export.graphs.check_inputs), which is INVALID_ARGUMENT as well.
 
 Status codes follow TF Serving (tensorflow_serving/servables/tensorflow/predict_util.cc):
 an unknown signature in a gRPC Predict is FAILED_PRECONDITION
@@ -108,11 +110,23 @@ def run(servable: Servable, signature_name: str, arrays: Mapping[str, np.ndarray
     try:
         outputs = function(**tensors)
     except tf.errors.OpError as error:
-        raise ServingError(status_code(error.error_code), error.message) from None
+        raise ServingError(status_code(error.error_code), graph_message(error.message)
+                           ) from None
     except (TypeError, ValueError) as error:  # the Python call layer refused the inputs
         raise invalid(str(error)) from None
     wanted = list(output_filter) or sorted(outputs)
     return {name: outputs[name].numpy() for name in wanted}
+
+
+def graph_message(message: str) -> str:
+    """A graph error's message without eager execution's framing ("Graph execution
+    error:", "Detected at node ...", "<stack traces unavailable>"): what the op said,
+    e.g. an in-graph check's "assertion failed: [input `text` must be ...]"."""
+    kept = [line for line in message.splitlines()
+            if line.strip() and line.strip() not in ("Graph execution error:",
+                                                     "<stack traces unavailable>")
+            and not line.startswith("Detected at node ")]
+    return " ".join(kept).replace("\t", " ") or message
 
 
 def arrays_from_protos(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
