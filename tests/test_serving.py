@@ -4,6 +4,7 @@ tokenizer + a tiny classifier) and a real `kbert export`; statuses as TF Serving
 import base64
 import inspect
 import json
+import logging
 import os
 import shutil
 import threading
@@ -141,6 +142,14 @@ def test_rest_row_and_columnar(client, rest, server):
     assert meta["model_spec"] == {"name": "clf", "signature_name": "", "version": "1"}
     assert meta["metadata"]["signature_def"]["signature_def"]["serving_default"][
         "inputs"]["text"]["dtype"] == "DT_STRING"
+    body = {"examples": [{"text": "w1 w2", "text_pair": "w3"}, {"text": "", "text_pair": "w4"}]}
+    answer = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"http://127.0.0.1:{server.rest_port}/v1/models/pair:classify",
+        json.dumps(body).encode(), method="POST"), timeout=20).read())
+    expected = client.classify("pair", body["examples"])
+    assert [[label for label, _ in row] for row in answer["results"]] == [["0", "1", "2"]] * 2
+    np.testing.assert_allclose([[p for _, p in row] for row in answer["results"]],
+                               [[p for _, p in row] for row in expected], rtol=1e-6)
     # A single-input model takes a plain list in either format; one output -> bare values.
     url = f"http://127.0.0.1:{server.rest_port}/v1/models/clf/versions/1:predict"
     for body, key in (({"instances": ["w1", {"b64": base64.b64encode(b"w2").decode()}]},
@@ -304,7 +313,7 @@ def test_binds_localhost_by_default(server):
         assert found and found <= {"0100007F", "0000000000000000FFFF00000100007F"}, found
 
 
-def test_serves_a_kbert_export(tmp_path):
+def test_serves_a_kbert_export(tmp_path, caplog):
     """A real `kbert export` (fill-mask) served over gRPC equals the SavedModel called
     directly; its warm-up requests ran before it served; its in-graph checks answer
     INVALID_ARGUMENT."""
@@ -322,8 +331,10 @@ def test_serves_a_kbert_export(tmp_path):
                            heads=head_weights(build_pretrainer(encoder, config)))
     path = export_saved_model(model_dir, out_root=tmp_path / "root", name="fill", seq_len=16)
     texts = ["w1 [MASK] w3", "[MASK]", "", "w2 " * 40]
-    with ModelServer(tmp_path / "root", port=0, rest_port=None, poll_seconds=0) as server, \
+    with caplog.at_level(logging.INFO, logger="kbert.serving"), \
+            ModelServer(tmp_path / "root", port=0, rest_port=None, poll_seconds=0) as server, \
             PredictionClient(f"127.0.0.1:{server.port}") as client:
+        assert "fill version 1: replayed 2 warm-up request(s)" in caplog.text
         got = client.predict("fill", {"text": texts})
         want = direct(path, text=texts)
         assert set(got) == set(want)
@@ -333,8 +344,81 @@ def test_serves_a_kbert_export(tmp_path):
             else:
                 np.testing.assert_array_equal(got[key], value)
         assert client.status("fill")[0]["state"] == "AVAILABLE"
-        for inputs in ({"text": np.array([[b"w1"]], object)}, {"text": np.array([1])}):
+        for inputs, says in (({"text": np.array([[b"w1"]], object)}, "rank-1 string batch"),
+                             ({"text": np.array([1])}, "DT_INT64")):
             code, message = raw_predict(server, "fill", inputs)
-            assert code == INVALID, message
+            assert code == INVALID and says in message, message
         empty = client.predict("fill", {"text": []})
         assert all(v.shape[0] == 0 for v in empty.values())
+
+
+def test_broken_versions_do_not_serve(server, client, root):
+    """A version whose warm-up fails, or that is not a SavedModel, is not served (status
+    END with the error, as TF Serving); the version before it keeps serving."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    source = os.path.join(root, "clf", "1")
+    shutil.copytree(source, os.path.join(root, "broken", ".1"))
+    request = predict_pb2.PredictRequest()
+    request.inputs["nope"].CopyFrom(tf.make_tensor_proto([b"w1"]))
+    os.makedirs(os.path.join(root, "broken", ".1", "assets.extra"))
+    with tf.io.TFRecordWriter(os.path.join(root, "broken", ".1", "assets.extra",
+                                           "tf_serving_warmup_requests")) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    os.rename(os.path.join(root, "broken", ".1"), os.path.join(root, "broken", "1"))
+    _wait_for(lambda: (_state(client, "broken") or [(0, "")])[0][1] == "END")
+    status = client.status("broken")[0]
+    assert status["error_code"] == "INVALID_ARGUMENT" and "nope" in status["error_message"]
+
+    shutil.copytree(source, os.path.join(root, "broken2", "1"))
+    _wait_for(lambda: _state(client, "broken2") == [(1, "AVAILABLE")])
+    os.makedirs(os.path.join(root, "broken2", ".2"))
+    with open(os.path.join(root, "broken2", ".2", "saved_model.pb"), "wb") as f:
+        f.write(b"not a protobuf")
+    os.rename(os.path.join(root, "broken2", ".2"), os.path.join(root, "broken2", "2"))
+    _wait_for(lambda: len(_state(client, "broken2")) == 2)
+    assert _state(client, "broken2") == [(1, "AVAILABLE"), (2, "END")]
+    assert client.status("broken2", version=2)[0]["error_message"]
+    assert client.predict("broken2", {"text": ["w1"]})["probabilities"].shape == (1, 3)
+    shutil.rmtree(os.path.join(root, "broken"))
+    shutil.rmtree(os.path.join(root, "broken2"))
+
+
+def test_format_outputs():
+    from kbert.serving import format_outputs
+
+    text = format_outputs(["a b", "c"], {
+        "labels": np.array(["pos", "neg"], object),
+        "probabilities": np.array([[0.25, 0.75], [0.875, 0.125]], np.float32)})
+    assert text.splitlines() == ["a b", "  labels: pos", "  probabilities: [0.25, 0.75]",
+                                 "c", "  labels: neg", "  probabilities: [0.875, 0.125]"]
+
+
+@pytest.mark.slow
+def test_cli_serve_and_sigterm(root):
+    """`kbert serve` in its own process: answers, then stops cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kbert.cli", "serve", str(root), "--port", "0",
+         "--rest-port", "0", "--poll-seconds", "0"], cwd=repo, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=repo))
+    try:
+        line = process.stdout.readline()
+        assert "gRPC 127.0.0.1:" in line, line + process.stderr.read()
+        port = int(line.split("gRPC 127.0.0.1:")[1].split(",")[0].split()[0])
+        rest_port = int(line.split("REST http://127.0.0.1:")[1].split()[0])
+        with PredictionClient(f"127.0.0.1:{port}") as client:
+            assert client.predict("clf", {"text": ["w1"]})["probabilities"].shape == (1, 3)
+        assert RestClient(f"http://127.0.0.1:{rest_port}").status("clf")[0]["state"] == \
+            "AVAILABLE"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "received SIGTERM, shutting down" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
