@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 
+from kbert import finetune_cli
 from kbert.errors import TrainingDiverged
 from kbert.serving.cli import add_parser as add_serve_parser
 
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out pieces seen fewer times (single characters always stay)")
     p.set_defaults(run=_vocab)
     _add_pretrain(commands)
+    finetune_cli.add_parsers(commands)  # finetune, evaluate, predict, embed
+    __import__("kbert.export.cli", fromlist=["add_parsers"]).add_parsers(commands)
     add_serve_parser(commands)
     return parser
 

@@ -18,11 +18,15 @@ def gelu_approximate(x):
 
 @tf.custom_gradient
 def _gelu_exact_float32(x):
-    cdf = 0.5 * tf.math.erfc(x * -0.7071067811865476)  # Phi(x) = 0.5 * erfc(-x / sqrt(2))
+    # Phi(x) = 0.5 * (1 + erf(x / sqrt(2))). Written exactly as 0.5 * x * (1 + erf(...)):
+    # the TFLite converter fuses this form into its GELU builtin; erf or erfc in any other
+    # arrangement stays a TF op, which TFLite has no kernel for (custom op `Erf`/`Erfc`).
+    one_plus_erf = 1.0 + tf.math.erf(x * 0.7071067811865476)
 
     def grad(upstream):  # d/dx x*Phi(x) = Phi(x) + x * phi(x), reusing Phi from forward
-        return upstream * (cdf + x * (0.3989422804014327 * tf.exp(-0.5 * tf.square(x))))
-    return x * cdf, grad
+        return upstream * (0.5 * one_plus_erf
+                           + x * (0.3989422804014327 * tf.exp(-0.5 * tf.square(x))))
+    return 0.5 * x * one_plus_erf, grad
 
 
 @keras.saving.register_keras_serializable(package="kbert")

@@ -149,7 +149,7 @@ def model_kind(model_dir: str | os.PathLike) -> str:
 def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
                         seq_len: int | None = None, precision: str = "float32",
                         top_k: int = 5, pooling: str = "mean",
-                        normalize: bool = True) -> ServingGraph:
+                        normalize: bool = False) -> ServingGraph:
     """Loads `model_dir` and builds the functions of its export.
 
     Args:
@@ -161,7 +161,9 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
         precision: "float32", or "bfloat16" to compute the encoder in bfloat16 (mixed
             policy: float32 variables, bfloat16 matrix products; outputs stay float32).
         top_k: fill-mask: guesses per [MASK].
-        pooling, normalize: embedding: how token vectors become one vector.
+        pooling, normalize: embedding: "mean", "cls" or "pooled", and whether to
+            L2-normalise (see kbert.tasks.embeddings; MiniLM-style sentence embeddings:
+            mean + normalize).
     """
     import keras
 
@@ -246,30 +248,20 @@ def _embedding_graph(checkpoint, tokenizer, seq_len, pooling, normalize,
                      source) -> ServingGraph:
     from kbert.model_dir import assign_encoder_weights
     from kbert.models import build_encoder
+    from kbert.tasks.embeddings import (check_pooling, embedding_features,
+                                        embedding_serving_outputs)
 
-    try:
-        from kbert.tasks.embeddings import embedding_serving_outputs
-    except ImportError:
-        raise NotImplementedError(
-            "exporting an embedding model needs kbert.tasks.embeddings, which this kbert "
-            "does not have yet; export a model with masked-LM heads as fill-mask, or a "
-            "fine-tuned model") from None
-    from kbert.text.packer import pack
-
+    check_pooling(pooling, None, False, checkpoint.config.num_layers)
     encoder = build_encoder(checkpoint.config)
     assign_encoder_weights(encoder, checkpoint.weights, source=source)
-
-    def features(x):
-        return pack(tokenizer.tokenize(x["text"]), sequence_length=seq_len,
-                    cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
-
     return ServingGraph(
         kind="embedding", input_names=("text",), seq_len=seq_len,
         functions={
             "serving_default": lambda x: as_float32(embedding_serving_outputs(
                 encoder, tokenizer, x, seq_len, pooling, normalize)),
-            "tokenize": features,
-            "encode": lambda x: encode_outputs(encoder, features(x)),
+            "tokenize": lambda x: embedding_features(tokenizer, x, seq_len),
+            "encode": lambda x: encode_outputs(encoder, embedding_features(tokenizer, x,
+                                                                           seq_len)),
         },
         variables=_raw_variables(encoder), examples={"text": _EXAMPLES["text"]})
 
@@ -277,13 +269,12 @@ def _embedding_graph(checkpoint, tokenizer, seq_len, pooling, normalize,
 def _task_graph(model_dir, spec, tokenizer) -> ServingGraph:
     from kbert.tasks.task_dir import load_task_model
 
+    from kbert.tasks.registry import get_task
+
     try:
-        from kbert.tasks.registry import get_task
-    except ImportError:
-        raise NotImplementedError(
-            f"exporting a fine-tuned {spec.task} model needs kbert.tasks.registry, which "
-            "this kbert does not have yet") from None
-    task = get_task(spec.task)
+        task = get_task(spec.task)
+    except ValueError as error:  # its task module is not in this kbert
+        raise NotImplementedError(f"kbert cannot export {spec.task} models: {error}") from None
     try:
         names = tuple(task.serving_inputs(spec))
     except NotImplementedError:
@@ -320,8 +311,9 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                        name: str | None = None, version: int | None = None,
                        seq_len: int | None = None, kind: str | None = None,
                        precision: str = "float32", top_k: int = 5, pooling: str = "mean",
-                       normalize: bool = True, warmup: bool = True,
-                       models_config: bool = True, base_path: str = "/models") -> str:
+                       normalize: bool = False, warmup: bool = True,
+                       models_config: bool = True, base_path: str = "/models",
+                       tflite: bool = False, quantize: str | None = None) -> str:
     """Exports a kbert model directory as OUT_ROOT/NAME/VERSION; returns that path.
 
     Args:
@@ -334,6 +326,8 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
         warmup: write assets.extra/tf_serving_warmup_requests.
         models_config: write / update OUT_ROOT/models.config listing every model there,
             with base paths `base_path`/NAME (where the serving container sees OUT_ROOT).
+        tflite: also write VERSION/model.tflite, the same serving_default for TFLite
+            (`kbert.export.tflite`), quantized by `quantize` (None, "dynamic", "float16").
 
     Signatures (all take the input names as string [B] tensors):
         serving_default: the model's results (see the kind's graph);
@@ -341,6 +335,9 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
         encode: `sequence_output` float32 [N, T, H], `pooled_output` float32 [N, H].
     """
     model_dir = os.fspath(model_dir)
+    if tflite or quantize is not None:
+        from kbert.export.tflite import check_tflite_options
+        check_tflite_options(tflite, quantize, precision)
     name = name or os.path.basename(os.path.normpath(os.path.abspath(model_dir)))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
@@ -359,17 +356,36 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                                 top_k=top_k, pooling=pooling, normalize=normalize)
     module = ServingModule(graph)
     signatures = module.concrete_functions()
-    with atomic_directory(out) as tmp:
-        tf.saved_model.save(module, tmp, signatures=signatures,
-                            options=tf.saved_model.SaveOptions(
-                                experimental_custom_gradients=False))
-        if warmup:
-            write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, graph.examples)
+    try:
+        _write(module, signatures, out, name, graph.examples if warmup else None,
+               tflite, quantize, model_dir)
+    except OSError as error:
+        if os.path.isdir(out) and not isinstance(error, FileExistsError):
+            raise FileExistsError(f"{out} was written by another export meanwhile; "
+                                  "nothing of this one was kept") from None
+        raise
     logger.info("exported %s (%s, T=%d, %s) to %s", model_dir, graph.kind, graph.seq_len,
                 precision, out)
     if models_config:
         write_models_config(out_root, base_path=base_path)
     return out
+
+
+def _write(module, signatures, out, name, examples, tflite, quantize, model_dir) -> None:
+    """Everything of a version goes into the hidden temporary directory first."""
+    with atomic_directory(out) as tmp:
+        tf.saved_model.save(module, tmp, signatures=signatures,
+                            options=tf.saved_model.SaveOptions(
+                                experimental_custom_gradients=False))
+        if examples is not None:
+            write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, examples)
+        if tflite:
+            from kbert.export.tflite import TFLITE_FILE, write_module_tflite
+            write_module_tflite(module, os.path.join(tmp, TFLITE_FILE), quantize, model_dir)
+        # mkdtemp made it 0700: a serving container running as another user must read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
 
 
 def write_warmup_requests(path: str, name: str, examples: dict[str, list[str]]) -> None:

@@ -1,0 +1,168 @@
+"""SQuAD v1.1 / v2.0 JSON reader: articles -> paragraphs -> questions.
+
+    {"version": "1.1", "data": [{"title": ..., "paragraphs": [{"context": ...,
+        "qas": [{"id": ..., "question": ..., "answers": [{"text": ..., "answer_start": 0}],
+                 "is_impossible": false, "plausible_answers": [...]}]}]}]}
+
+`is_impossible` and `plausible_answers` are SQuAD 2.0 fields (unanswerable questions); a
+v1.1 file has neither. `answer_start` is a CHARACTER offset into the context (Python str
+indexing). An answer whose text is not at its `answer_start` is counted, skipped and
+reported in one warning; a question left with no answer (and not marked impossible) is
+dropped. Malformed files raise ValueError naming the file and the field's JSON path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+# How many ids of skipped answers the warning shows.
+_SHOWN_IDS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SquadAnswer:
+    """An answer span: `context[start:start + len(text)] == text` (character offsets)."""
+
+    text: str
+    start: int
+
+    @property
+    def end(self) -> int:
+        """Character offset just after the answer (exclusive)."""
+        return self.start + len(self.text)
+
+
+@dataclasses.dataclass(frozen=True)
+class SquadExample:
+    """One question on one paragraph.
+
+    Attributes:
+        id: the question id (unique in a file).
+        question, context: the texts.
+        answers: gold answers (the first is the training target); empty when impossible.
+        title: the article's title (used to split by article).
+        is_impossible: SQuAD 2.0: the paragraph does not answer the question.
+        plausible_answers: SQuAD 2.0: wrong-but-plausible spans of an impossible question.
+    """
+
+    id: str
+    question: str
+    context: str
+    answers: tuple[SquadAnswer, ...] = ()
+    title: str = ""
+    is_impossible: bool = False
+    plausible_answers: tuple[SquadAnswer, ...] = ()
+
+
+def read_squad(path: str | os.PathLike) -> list[SquadExample]:
+    """Reads a SQuAD v1.1 or v2.0 JSON file into examples, in file order.
+
+    Raises:
+        ValueError: the file is not JSON, a key is missing or has the wrong type (the
+            message names the file and the field, e.g. `data[0].paragraphs[3].qas[1].id`),
+            question ids repeat, or no question is left.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            root = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error})") from None
+    reader = _Reader(path)
+    articles = reader.field(root, "data", list, "")
+    examples = []
+    for a, article in enumerate(articles):
+        where = f"data[{a}]"
+        reader.check(article, dict, where)
+        title = str(article.get("title", ""))
+        for p, paragraph in enumerate(reader.field(article, "paragraphs", list, where)):
+            examples.extend(reader.paragraph(paragraph, title, f"{where}.paragraphs[{p}]"))
+    reader.report()
+    if not examples:
+        raise ValueError(f"{path}: no questions")
+    return examples
+
+
+class _Reader:
+    """Field access with errors that name the file and the JSON path; counts skips."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.ids: set[str] = set()
+        self.skipped_answers = 0
+        self.skipped_ids: list[str] = []
+        self.dropped_questions = 0
+
+    def check(self, value, kind, where: str):
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{self.path}: {where or 'the top level'} must be "
+                             f"{_KIND_NAMES[kind]}, got {type(value).__name__}")
+        return value
+
+    def field(self, obj: dict, key: str, kind, where: str):
+        self.check(obj, dict, where)
+        name = f"{where}.{key}" if where else key
+        if key not in obj:
+            raise ValueError(f"{self.path}: missing key {name!r}")
+        return self.check(obj[key], kind, name)
+
+    def paragraph(self, paragraph, title: str, where: str) -> list[SquadExample]:
+        context = self.field(paragraph, "context", str, where)
+        examples = []
+        for q, qa in enumerate(self.field(paragraph, "qas", list, where)):
+            at = f"{where}.qas[{q}]"
+            qid = str(self.field(qa, "id", (str, int), at))
+            if qid in self.ids:
+                raise ValueError(f"{self.path}: {at}.id: duplicate question id {qid!r}")
+            self.ids.add(qid)
+            question = self.field(qa, "question", str, at)
+            impossible = bool(self.check(qa.get("is_impossible", False), bool,
+                                         f"{at}.is_impossible"))
+            answers = self.answers(qa, "answers", context, qid, at, required=not impossible)
+            plausible = self.answers(qa, "plausible_answers", context, qid, at,
+                                     required=False)
+            if impossible:
+                answers = ()  # SQuAD 2.0 impossible questions have an empty answer list
+            elif not answers:
+                self.dropped_questions += 1
+                continue
+            examples.append(SquadExample(qid, question, context, answers, title, impossible,
+                                         plausible))
+        return examples
+
+    def answers(self, qa: dict, key: str, context: str, qid: str, at: str,
+                required: bool) -> tuple[SquadAnswer, ...]:
+        if key not in qa and not required:
+            return ()
+        kept = []
+        for i, answer in enumerate(self.field(qa, key, list, at)):
+            where = f"{at}.{key}[{i}]"
+            text = self.field(answer, "text", str, where)
+            start = self.field(answer, "answer_start", int, where)
+            if start < 0 or not text.strip() or context[start:start + len(text)] != text:
+                self.skipped_answers += 1
+                if len(self.skipped_ids) < _SHOWN_IDS:
+                    self.skipped_ids.append(qid)
+                continue
+            kept.append(SquadAnswer(text, start))
+        return tuple(kept)
+
+    def report(self) -> None:
+        if self.skipped_answers:
+            logger.warning(
+                "%s: skipped %d answer(s) whose text is not at their answer_start in the "
+                "context (question ids: %s%s); %d question(s) left without an answer were "
+                "dropped", self.path, self.skipped_answers, ", ".join(self.skipped_ids),
+                ", ..." if self.skipped_answers > len(self.skipped_ids) else "",
+                self.dropped_questions)
+
+
+_KIND_NAMES = {list: "a list", dict: "an object", str: "a string", int: "an integer",
+               bool: "true or false", (str, int): "a string"}

@@ -1,0 +1,334 @@
+"""CLI commands of fine-tuned models: `kbert finetune classify|tag|qa`, `kbert evaluate`,
+`kbert predict` (local directory or a model server) and `kbert embed`.
+
+`add_parsers(commands)` adds them to kbert.cli's sub-command parser; the handlers print
+results and leave user errors (ValueError, FileNotFoundError, FileExistsError) to
+kbert.cli.main, which prints them as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# Default T per task (the paper: 128 for classification and tagging, 384 for SQuAD).
+DEFAULT_SEQ_LEN = {"classify": 128, "tag": 128, "qa": 384}
+
+
+def add_parsers(commands) -> None:
+    """Adds finetune, evaluate, predict and embed to `commands` (an argparse
+    `_SubParsersAction`)."""
+    _add_finetune(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    _add_embed(commands)
+
+
+# -- finetune -------------------------------------------------------------------------------
+
+def _add_finetune(commands) -> None:
+    p = commands.add_parser(
+        "finetune", help="fine-tune a model directory on a task (classify, tag, qa)",
+        description="Fine-tunes MODEL_DIR on a labelled file with BERT's recipe (AdamW, "
+                    "10%% warm-up then linear decay, clipping at 1.0), evaluates after "
+                    "every epoch and writes OUT/model (the best epoch), OUT/metrics.json "
+                    "and OUT/predictions.jsonl.")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("run")
+    g.add_argument("--model", required=True, metavar="MODEL_DIR",
+                   help="kbert model directory to start from (pre-trained or converted)")
+    g.add_argument("--train", required=True, metavar="FILE")
+    g.add_argument("--eval", metavar="FILE", help="scored after every epoch; picks the best")
+    g.add_argument("--out", required=True, metavar="DIR")
+    g.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    g.add_argument("--seq-len", type=int, help="T (default 128; qa 384)")
+    g.add_argument("--epochs", type=int, default=3)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--learning-rate", type=float, default=3e-5)
+    g.add_argument("--warmup-fraction", type=float, default=0.1)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--precision", default="float32",
+                   choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    g.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a task option (VALUE read as JSON when it parses); repeatable")
+
+    c = tasks.add_parser("classify", parents=[common],
+                         help="single-text / pair classification or regression")
+    _add_text_columns(c)
+    c.add_argument("--regression", action="store_true",
+                   help="predict one number (MSE; picks the best epoch by Pearson)")
+    c.add_argument("--metric", choices=("accuracy", "f1", "macro_f1", "matthews_corrcoef"),
+                   help="eval metric that picks the best epoch (default accuracy)")
+    c.add_argument("--doc-stride", type=int,
+                   help="tokens between windows of long texts (default T - 2)")
+    c.set_defaults(run=_finetune)
+
+    t = tasks.add_parser("tag", parents=[common], help="token tagging (NER, POS)")
+    t.add_argument("--tag-scheme", choices=("IOB1", "IOB2", "none"),
+                   help="entity tags (scored by entity F1) or none (POS: token accuracy)")
+    t.add_argument("--format", choices=("auto", "conll2003", "conllu"),
+                   help="file format (default: .conllu files CoNLL-U, others CoNLL-2003)")
+    t.add_argument("--label-column",
+                   help="CoNLL-U: upos (default) or xpos; CoNLL-2003: column number "
+                        "(default: the last)")
+    t.add_argument("--doc-stride", type=int,
+                   help="word-pieces between windows of long sentences (default (T-2)/2)")
+    t.set_defaults(run=_finetune)
+
+    q = tasks.add_parser("qa", parents=[common], help="extractive QA (SQuAD v1.1 / v2.0)")
+    q.add_argument("--doc-stride", type=int, help="tokens between context windows (128)")
+    q.add_argument("--max-query-length", type=int, help="question tokens kept (64)")
+    q.add_argument("--max-answer-length", type=int, help="longest answer in tokens (30)")
+    q.add_argument("--null-score-threshold", type=float,
+                   help="SQuAD 2.0: answer nothing when null score - best span > this")
+    q.set_defaults(run=_finetune)
+
+
+def _add_text_columns(p) -> None:
+    p.add_argument("--text-column", help="column / field of the text (default text; a "
+                                         "number = 0-based field of a header-less TSV/CSV)")
+    p.add_argument("--pair-column", help="column of the second text of a pair")
+    p.add_argument("--label-column", help="column of the label (default label)")
+
+
+# Flags that become task options (passed to Task.read / Task.make_spec) when given.
+_OPTION_FLAGS = ("text_column", "pair_column", "label_column", "format", "regression",
+                 "metric", "doc_stride", "tag_scheme", "max_query_length", "max_answer_length",
+                 "null_score_threshold")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    options = {}
+    for name in _OPTION_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and value is not False:
+            options[name] = value
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        options[key.strip().replace("-", "_")] = parsed
+    return options
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from kbert.finetuning import FinetuneSettings, finetune
+    from kbert.tasks.registry import get_task
+
+    task = get_task(args.task)
+    settings = FinetuneSettings(
+        model=args.model, train=args.train, eval=args.eval, out=args.out,
+        seq_len=args.seq_len or DEFAULT_SEQ_LEN[args.task], epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        warmup_fraction=args.warmup_fraction, weight_decay=args.weight_decay,
+        seed=args.seed, precision=args.precision, overwrite=args.overwrite,
+        options=_options(args), jit_compile=args.jit_compile)
+    result = finetune(task, settings)
+    best = result.metrics["best"]
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items()) if best else "no eval file"
+    print(f"best epoch {result.best_epoch}: {shown}")
+    print(f"seconds per epoch: {', '.join(f'{s:.1f}' for s in result.seconds_per_epoch)}")
+    print(f"model directory: {result.model_dir}")
+
+
+# -- evaluate -------------------------------------------------------------------------------
+
+def _add_evaluate(commands) -> None:
+    p = commands.add_parser(
+        "evaluate", help="score a fine-tuned model directory on a labelled file",
+        description="Predicts FILE with the fine-tuned model DIR, prints the task's metrics "
+                    "and writes them as JSON (default: eval_<FILE name>.json next to DIR).")
+    p.add_argument("model_dir", metavar="DIR")
+    p.add_argument("--data", required=True, metavar="FILE")
+    p.add_argument("--out", metavar="FILE.json")
+    p.add_argument("--batch-size", type=int, default=32)
+    _add_text_columns(p)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a reading option of the task; repeatable")
+    p.set_defaults(run=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from kbert.finetuning import evaluate
+
+    metrics = evaluate(args.model_dir, args.data, batch_size=args.batch_size,
+                       **_options(args))
+    out = args.out or os.path.join(
+        os.path.dirname(os.path.abspath(args.model_dir)),
+        f"eval_{os.path.splitext(os.path.basename(args.data))[0]}.json")
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"model": os.path.abspath(args.model_dir),
+                   "data": os.path.abspath(args.data), "metrics": metrics}, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, out)
+    for name, value in metrics.items():
+        print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
+    print(f"wrote {out}")
+
+
+# -- predict --------------------------------------------------------------------------------
+
+def _add_predict(commands) -> None:
+    p = commands.add_parser(
+        "predict", help="a quick look at a fine-tuned model's predictions",
+        description="kbert predict DIR TEXT... runs a fine-tuned model directory; "
+                    "kbert predict --server HOST:PORT --model NAME TEXT... asks a model "
+                    "server (TF Serving or `kbert serve`) instead.")
+    p.add_argument("args", nargs="+", metavar="[DIR] TEXT",
+                   help="the model directory (not with --server), then the texts")
+    p.add_argument("--pair", nargs="+", metavar="TEXT",
+                   help="second texts of pairs, one per TEXT")
+    p.add_argument("--server", metavar="HOST:PORT", help="gRPC address of a model server")
+    p.add_argument("--model", dest="model_name", metavar="NAME",
+                   help="model name on the server")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(run=_predict)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    if args.server:
+        if not args.model_name:
+            raise ValueError("--server needs --model NAME")
+        texts = args.args
+    else:
+        if args.model_name:
+            raise ValueError("--model NAME goes with --server; give DIR for a local model")
+        if len(args.args) < 2:
+            raise ValueError("give the model directory and at least one text")
+        texts = args.args[1:]
+    if args.pair is not None and len(args.pair) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(args.pair)} --pair texts")
+    if args.server:
+        _predict_server(args.server, args.model_name, texts, args.pair)
+        return
+    from kbert.finetuning import predict
+
+    items = texts if args.pair is None else list(zip(texts, args.pair))
+    for text, prediction in zip(texts, predict(args.args[0], items, args.batch_size)):
+        if "label" in prediction and "probabilities" in prediction:
+            p = prediction["probabilities"][prediction["label"]]
+            print(f"{prediction['label']}\t{p:.4f}\t{text}")
+        elif "score" in prediction:
+            print(f"{prediction['score']:.4f}\t{text}")
+        else:
+            shown = {k: v for k, v in prediction.items() if k != "source"}
+            print(f"{json.dumps(shown, ensure_ascii=False)}\t{text}")
+
+
+def _predict_server(target: str, model_name: str, texts, pairs) -> None:
+    import numpy as np
+
+    from kbert.serving.client import PredictionClient
+
+    inputs = {"text": list(texts)}
+    if pairs is not None:
+        inputs["text_pair"] = list(pairs)
+    outputs = PredictionClient(target).predict(model_name, inputs)
+    outputs = {k: np.asarray(v) for k, v in outputs.items()}
+    for i, text in enumerate(texts):
+        if "labels" in outputs and "probabilities" in outputs:
+            label = outputs["labels"][i]
+            label = label.decode("utf-8") if isinstance(label, bytes) else str(label)
+            print(f"{label}\t{float(np.max(outputs['probabilities'][i])):.4f}\t{text}")
+        elif "scores" in outputs:
+            print(f"{float(outputs['scores'][i]):.4f}\t{text}")
+        else:
+            shown = {k: _jsonable(v[i]) for k, v in outputs.items()}
+            print(f"{json.dumps(shown, ensure_ascii=False)}\t{text}")
+
+
+def _jsonable(value):
+    import numpy as np
+
+    value = np.asarray(value)
+    if value.dtype.kind in "SO":
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for v in value.reshape(-1)] if value.ndim else (
+            value.item().decode("utf-8", "replace") if isinstance(value.item(), bytes)
+            else str(value.item()))
+    return value.tolist()
+
+
+# -- embed ----------------------------------------------------------------------------------
+
+def _add_embed(commands) -> None:
+    p = commands.add_parser(
+        "embed", help="text embeddings from any model directory",
+        description="Embeds texts with MODEL_DIR's encoder: [CLS] vector, pooled output or "
+                    "mean over real tokens, of the last layer, --layer N or the last four "
+                    "layers concatenated; optionally L2-normalised. Writes .npy or .jsonl.")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE|TEXT",
+                   help="texts, or files: .txt one text per line; .tsv/.csv/.jsonl with "
+                        "--text-column")
+    p.add_argument("--text-column", default="text", help="column of .tsv/.csv/.jsonl inputs")
+    p.add_argument("--pooling", choices=("cls", "pooled", "mean"), default="cls")
+    p.add_argument("--layer", type=int, metavar="N",
+                   help="hidden states of layer N (0 = first block, -1 = last)")
+    p.add_argument("--concat-last-four", action="store_true",
+                   help="concatenate the last four layers (the paper's feature-based best)")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
+    p.add_argument("--seq-len", type=int, default=128,
+                   help="T; longer texts are truncated (default 128)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", metavar="FILE.npy|FILE.jsonl",
+                   help="where to write (default: print a summary)")
+    p.set_defaults(run=_embed)
+
+
+def embed_inputs(values, text_column: str = "text") -> list[str]:
+    """`--input` values: an existing file is read (.txt one text per line, .tsv / .csv /
+    .jsonl by column), anything else is a text."""
+    from kbert.data.readers import read_lines, read_text_examples
+
+    texts = []
+    for value in values:
+        if os.path.isfile(value):
+            if value.lower().endswith((".tsv", ".csv", ".jsonl")):
+                texts += [e.text for e in read_text_examples(value, text_column=text_column,
+                                                             label_column=None)]
+            else:
+                texts += read_lines(value)
+        else:
+            texts.append(value)
+    return texts
+
+
+def _embed(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from kbert.tasks.embeddings import embed
+
+    if args.out and not args.out.endswith((".npy", ".jsonl")):
+        raise ValueError(f"--out {args.out}: use a .npy or .jsonl file name")
+    texts = embed_inputs(args.input, args.text_column)
+    vectors = embed(args.model_dir, texts, pooling=args.pooling, layer=args.layer,
+                    concat_last_four=args.concat_last_four, normalize=args.normalize,
+                    seq_len=args.seq_len, batch_size=args.batch_size)
+    if not args.out:
+        for text, vector in zip(texts, vectors):
+            head = " ".join(f"{x:.4f}" for x in vector[:4])
+            print(f"[{head} ...] ({vector.shape[0]})\t{text}")
+        return
+    tmp = args.out + ".tmp"
+    if args.out.endswith(".npy"):
+        with open(tmp, "wb") as f:
+            np.save(f, vectors)
+    else:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for text, vector in zip(texts, vectors):
+                f.write(json.dumps({"text": text, "embedding": vector.tolist()},
+                                   ensure_ascii=False) + "\n")
+    os.replace(tmp, args.out)
+    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {args.out}",
+          file=sys.stdout)

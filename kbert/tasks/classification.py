@@ -1,0 +1,368 @@
+"""Sequence and sentence-pair classification, and regression (`kbert finetune classify`).
+
+The paper's set-up: dropout + one dense layer on `pooled_output` (kbert.tasks.heads);
+softmax cross-entropy over the labels, or one score trained with mean squared error
+(`regression=True`, e.g. STS-B).
+
+Labels: the distinct labels of the training file, SORTED (numerically when every label is
+an integer, e.g. "0" < "1" < "10", otherwise as strings), so the same data gives the same
+label ids whatever its row order. They are saved in task.json; a label id is its index.
+With two labels, "f1" is the F1 of the second one (GLUE's positive class "1").
+
+Long texts (single-text tasks): a text of more than T - 2 word-pieces is split into
+windows of T - 2 pieces (each packed as `[CLS] window [SEP]`) starting every
+`spec.doc_stride` pieces; the last window ends at the text's end (so every window is full
+and the last may overlap its neighbour more). Training uses every window as an example
+with the text's label; evaluation and prediction average the LOGITS of a text's windows
+(then softmax), so each text gets one prediction. Text pairs are not windowed: they are
+truncated as BERT does (`spec.truncation`, longest first).
+
+The windowing, packing and averaging are TF ops (`text_features`, `average_windows`)
+shared by the training pipeline, `predict` and the export graph (`serving_outputs`): only
+core TF ops plus the tokenizer's two tf-text ops, dense shapes, no ragged kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kbert.data.readers import TextExample, read_text_examples
+from kbert.tasks import classification_metrics as metrics
+from kbert.tasks.base import Task
+from kbert.tasks.spec import TaskSpec
+from kbert.text.packer import pack
+
+logger = logging.getLogger(__name__)
+
+READ_OPTIONS = ("text_column", "pair_column", "label_column")
+SPEC_OPTIONS = ("regression", "doc_stride", "metric", "truncation")
+METRICS = ("accuracy", "f1", "macro_f1", "matthews_corrcoef")
+# Examples tokenized together in the tf.data pipeline before windows are re-batched.
+_TOKENIZE_BATCH = 256
+
+
+# -- windows (TF ops: tf.data, predict and the serving graph) -------------------------------
+
+def windows(ids: tf.RaggedTensor, length: int, stride: int) -> tuple[tf.RaggedTensor, tf.Tensor]:
+    """Splits each row of token ids into windows of at most `length` tokens.
+
+    Args:
+        ids: int32 ragged [B, (n)] token ids (ragged rank 1).
+        length: W, tokens per window (T - 2 for `[CLS] window [SEP]`), a Python int >= 1.
+        stride: tokens between window starts, a Python int in [1, W].
+
+    Returns:
+        (windows, example_index): int32 ragged [N, (<= W)], N >= B (rows of <= W tokens
+        are one window, themselves), and int32 [N], the row of `ids` each window comes from
+        (non-decreasing). A row of n > W tokens gets ceil((n - W) / stride) + 1 windows
+        starting at 0, stride, 2 * stride, ..., and the last one at n - W.
+    """
+    if not 1 <= stride <= length:
+        raise ValueError(f"need 1 <= stride ({stride}) <= window length ({length})")
+    splits = tf.cast(ids.row_splits, tf.int32)
+    n = splits[1:] - splits[:-1]  # [B]
+    count = tf.where(n > length, (n - length + stride - 1) // stride + 1, 1)  # [B]
+    ends = tf.cumsum(count)  # [B]: one past each row's last window
+    w = tf.range(tf.reduce_sum(count))  # [N]
+    # Row of window w: how many rows end at or before it. A dense [N, B] comparison (no
+    # RaggedGather / repeat kernels, so it converts to TFLite builtins).
+    example = tf.reduce_sum(tf.where(w[:, tf.newaxis] >= ends[tf.newaxis, :], 1, 0), axis=1)
+    row_count = tf.gather(count, example)
+    k = w - (tf.gather(ends, example) - row_count)  # window number within its row
+    row_n = tf.gather(n, example)
+    start = tf.where(k == row_count - 1, tf.maximum(row_n - length, 0), k * stride)
+    size = tf.minimum(row_n - start, length)  # [N]
+    pos = tf.range(length)[tf.newaxis, :]
+    flat = tf.gather(splits, example)[:, tf.newaxis] + start[:, tf.newaxis] + pos  # [N, W]
+    values = tf.gather(ids.values, tf.boolean_mask(flat, pos < size[:, tf.newaxis]))
+    return tf.RaggedTensor.from_row_lengths(values, size, validate=False), example
+
+
+def window_stride(spec: TaskSpec) -> int:
+    """The stride used for `spec`: its doc_stride, at most the window length T - 2."""
+    return max(1, min(spec.doc_stride, spec.seq_len - 2))
+
+
+def text_features(tokenizer, spec: TaskSpec, text: tf.Tensor,
+                  text_pair: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """Packed model inputs for a batch of texts (pairs).
+
+    Args:
+        tokenizer: kbert.text.Tokenizer.
+        spec: the task (seq_len T, pair, doc_stride, truncation).
+        text: string [B]; text_pair: string [B] when `spec.pair`.
+
+    Returns:
+        `token_ids`, `segment_ids`, `padding_mask` int32 [N, T] and `example_index` int32
+        [N], the text each row belongs to (N = B for pairs, N >= B with windows).
+    """
+    first = tokenizer.tokenize(text)
+    if spec.pair:
+        if text_pair is None:
+            raise ValueError("this model classifies text pairs: give `text_pair` too")
+        packed = pack(first, tokenizer.tokenize(text_pair), sequence_length=spec.seq_len,
+                      cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+                      pad_id=tokenizer.pad_id, truncation=spec.truncation)
+        example = tf.range(tf.shape(text)[0])
+    else:
+        parts, example = windows(first, spec.seq_len - 2, window_stride(spec))
+        packed = pack(parts, sequence_length=spec.seq_len, cls_id=tokenizer.cls_id,
+                      sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
+    return {**packed, "example_index": example}
+
+
+def average_windows(values: tf.Tensor, example_index: tf.Tensor, batch_size) -> tf.Tensor:
+    """Mean of the rows of `values` that belong to each example.
+
+    Args:
+        values: float32 [N, C] (e.g. per-window logits).
+        example_index: int32 [N] in [0, B).
+        batch_size: B (int or scalar int32 tensor); every example must have >= 1 row.
+
+    Returns:
+        float32 [B, C]. A [B, N] 0/1 matrix times `values` (MatMul, no segment ops).
+    """
+    member = tf.where(tf.range(batch_size)[:, tf.newaxis] == example_index[tf.newaxis, :],
+                      1.0, 0.0)
+    counts = tf.reduce_sum(member, axis=1, keepdims=True)
+    return tf.matmul(member, tf.cast(values, tf.float32)) / counts
+
+
+# -- the task -------------------------------------------------------------------------------
+
+class ClassificationTask(Task):
+    """Single-text or pair classification, or regression (`regression=True`).
+
+    Options (CLI flags): `text_column` ("text"), `pair_column` (None: single texts),
+    `label_column` ("label") for reading; `regression` (False), `doc_stride` (T - 2: windows
+    side by side), `metric` ("accuracy"; or "f1", "macro_f1", "matthews_corrcoef": picks
+    the best epoch of classification; regression always uses "pearson"), `truncation`
+    ("longest_first") for the spec.
+    """
+
+    command = "classify"
+
+    def __init__(self, metric: str = "accuracy"):
+        self._metric = _check_metric(metric)
+
+    # reading -------------------------------------------------------------------------
+    def read(self, path: str, **options) -> list[TextExample]:
+        _check_options(options)
+        kwargs = {key: options[key] for key in READ_OPTIONS if key in options}
+        return read_text_examples(path, **kwargs)
+
+    def examples_from_texts(self, texts: Sequence[str],
+                            pairs: Sequence[str] | None = None) -> list[TextExample]:
+        """Unlabelled examples for `predict` from plain strings (and their pairs)."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        return [TextExample(text, None if pairs is None else pairs[i],
+                            source=f"<text {i + 1}>") for i, text in enumerate(texts)]
+
+    def make_spec(self, train_examples: Sequence[TextExample], seq_len: int,
+                  **options) -> TaskSpec:
+        _check_options(options)
+        if not train_examples:
+            raise ValueError("no training examples")
+        self._metric = _check_metric(options.get("metric") or self._metric)
+        pair = train_examples[0].text_pair is not None
+        regression = bool(options.get("regression", False))
+        common = dict(seq_len=seq_len, pair=pair,
+                      doc_stride=int(options.get("doc_stride") or seq_len - 2),
+                      truncation=options.get("truncation") or "longest_first")
+        for example in train_examples:
+            if example.label is None:
+                raise ValueError(f"{example.source}: the training data has no labels")
+        if regression:
+            for example in train_examples:
+                _score(example)
+            return TaskSpec("regression", **common)
+        labels = sorted({e.label for e in train_examples}, key=_label_order(train_examples))
+        if len(labels) < 2:
+            raise ValueError(f"{train_examples[0].source.rsplit(':', 1)[0]}: the training "
+                             f"data has a single label {labels}; classification needs >= 2")
+        return TaskSpec("classification", labels=tuple(labels), **common)
+
+    def check_examples(self, examples: Sequence[TextExample], spec: TaskSpec,
+                       path: str) -> None:
+        known = set(spec.labels)
+        for example in examples:
+            if spec.pair != (example.text_pair is not None):
+                need = "text pairs (give the pair column)" if spec.pair else "single texts"
+                raise ValueError(f"{example.source}: the model takes {need}")
+            if example.label is None:
+                continue
+            if spec.task == "regression":
+                _score(example)
+            elif example.label not in known:
+                raise ValueError(f"{example.source}: label {example.label!r} (label) was "
+                                 f"not in the training data; the model knows "
+                                 f"{list(spec.labels)}")
+
+    # training data ---------------------------------------------------------------------
+    def dataset(self, examples: Sequence[TextExample], tokenizer, spec: TaskSpec,
+                batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
+        """(x, y, sample_weight) batches: one row per window; y {"logits": int32 label id}
+        ([1] float32 score for regression), sample_weight {"logits": 1.0}."""
+        self.check_examples(examples, spec, "")
+        data = {"text": [e.text for e in examples]}
+        if spec.pair:
+            data["text_pair"] = [e.text_pair for e in examples]
+        data["target"] = self._targets(examples, spec)
+        ds = tf.data.Dataset.from_tensor_slices(data)
+        if training:
+            ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=False)
+
+        def to_windows(batch):
+            features = text_features(tokenizer, spec, batch["text"], batch.get("text_pair"))
+            example = features.pop("example_index")
+            target = tf.gather(batch["target"], example)
+            weight = tf.ones(tf.shape(example), tf.float32)
+            return features, {"logits": target}, {"logits": weight}
+
+        ds = ds.batch(_TOKENIZE_BATCH).map(to_windows).unbatch()
+        if training:  # windows of one long text should not all land in one batch
+            ds = ds.shuffle(4 * _TOKENIZE_BATCH, seed=seed + 1,
+                            reshuffle_each_iteration=False)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def _targets(self, examples, spec) -> np.ndarray:
+        if any(e.label is None for e in examples):
+            first = next(e for e in examples if e.label is None)
+            raise ValueError(f"{first.source}: no label (needed for training and evaluation)")
+        if spec.task == "regression":
+            return np.array([[_score(e)] for e in examples], np.float32)
+        index = {label: i for i, label in enumerate(spec.labels)}
+        return np.array([index[e.label] for e in examples], np.int32)
+
+    def loss(self, spec: TaskSpec) -> dict[str, Any]:
+        if spec.task == "regression":
+            return {"logits": keras.losses.MeanSquaredError()}
+        return {"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+
+    # prediction ------------------------------------------------------------------------
+    def predict(self, model, examples: Sequence[TextExample], tokenizer, spec: TaskSpec,
+                batch_size: int) -> list[dict]:
+        """Per example: {"source", "label", "label_id", "probabilities": {label: p}} or
+        {"source", "score"} for regression. Runs `serving_outputs` (the export graph)."""
+        run = self._serving_function(model, tokenizer, spec)
+        results = []
+        for begin in range(0, len(examples), batch_size):
+            chunk = examples[begin:begin + batch_size]
+            inputs = {"text": tf.constant([e.text for e in chunk])}
+            if spec.pair:
+                inputs["text_pair"] = tf.constant([e.text_pair for e in chunk])
+            outputs = {k: v.numpy() for k, v in run(inputs).items()}
+            for i, example in enumerate(chunk):
+                if spec.task == "regression":
+                    results.append({"source": example.source,
+                                    "score": float(outputs["scores"][i])})
+                    continue
+                label_id = int(outputs["label_ids"][i])
+                results.append({
+                    "source": example.source, "label": spec.labels[label_id],
+                    "label_id": label_id,
+                    "probabilities": {label: float(p) for label, p in
+                                      zip(spec.labels, outputs["probabilities"][i])}})
+        return results
+
+    def _serving_function(self, model, tokenizer, spec: TaskSpec):
+        """`serving_outputs` as a tf.function, traced once per (model, tokenizer, spec)
+        (the runner predicts with the same model after every epoch)."""
+        key = (id(model), id(tokenizer), spec)
+        cached = getattr(self, "_serving_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        signature = {name: tf.TensorSpec([None], tf.string, name=name)
+                     for name in self.serving_inputs(spec)}
+
+        @tf.function(input_signature=[signature])
+        def run(inputs):
+            return self.serving_outputs(model, tokenizer, spec, inputs)
+
+        # Holding the model in the cache keeps its id from being reused by another one.
+        self._serving_cache = (key, run, model, tokenizer)
+        return run
+
+    def evaluate(self, examples: Sequence[TextExample], predictions: Sequence[dict],
+                 spec: TaskSpec) -> dict[str, float]:
+        """accuracy, f1, macro_f1, matthews_corrcoef (classification) or pearson,
+        spearman, mse (regression); see kbert.tasks.classification_metrics."""
+        if len(examples) != len(predictions):
+            raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+        gold = self._targets(examples, spec)
+        if spec.task == "regression":
+            return metrics.regression_metrics(gold[:, 0], [p["score"] for p in predictions])
+        index = {label: i for i, label in enumerate(spec.labels)}
+        predicted = np.array([index[p["label"]] for p in predictions], np.int64)
+        return metrics.classification_metrics(gold, predicted, len(spec.labels))
+
+    def primary_metric(self, spec: TaskSpec) -> str:
+        return "pearson" if spec.task == "regression" else self._metric
+
+    # serving ---------------------------------------------------------------------------
+    def serving_inputs(self, spec: TaskSpec) -> tuple[str, ...]:
+        return ("text", "text_pair") if spec.pair else ("text",)
+
+    def serving_features(self, tokenizer, spec: TaskSpec,
+                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """`text_features` of the inputs: token_ids / segment_ids / padding_mask int32
+        [N, T] and example_index int32 [N]."""
+        return text_features(tokenizer, spec, inputs["text"], inputs.get("text_pair"))
+
+    def serving_outputs(self, model, tokenizer, spec: TaskSpec,
+                        inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Classification: `probabilities` float32 [B, C] (softmax of the window-averaged
+        logits), `label_ids` int32 [B], `labels` string [B]. Regression: `scores` float32
+        [B]."""
+        features = dict(self.serving_features(tokenizer, spec, inputs))
+        example = features.pop("example_index")
+        logits = model(features, training=False)["logits"]
+        mean = average_windows(logits, example, tf.shape(inputs["text"])[0])
+        if spec.task == "regression":
+            return {"scores": mean[:, 0]}
+        label_ids = tf.argmax(mean, axis=-1, output_type=tf.int32)
+        return {"probabilities": tf.nn.softmax(mean, axis=-1), "label_ids": label_ids,
+                "labels": tf.gather(tf.constant(list(spec.labels)), label_ids)}
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def _check_options(options: dict) -> None:
+    unknown = sorted(set(options) - set(READ_OPTIONS) - set(SPEC_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for `classify`; known: "
+                         f"{sorted(READ_OPTIONS + SPEC_OPTIONS)}")
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    return metric
+
+
+def _label_order(examples):
+    labels = {e.label for e in examples}
+    try:
+        for label in labels:
+            int(label)
+    except ValueError:
+        return str
+    return lambda label: (int(label), label)
+
+
+def _score(example: TextExample) -> float:
+    try:
+        value = float(example.label)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{example.source}: field label: {example.label!r} is not a number "
+                         "(regression needs numeric labels)")
+    return value

@@ -1,0 +1,41 @@
+"""Task names (CLI words and TaskSpec.task values) -> Task classes.
+
+The task modules are imported only when asked for, so a missing or broken module affects
+only its own task (and `import kbert.tasks.registry` stays light).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from kbert.tasks.base import Task
+
+# name -> (module, class). CLI words and TaskSpec.task values both appear.
+_TASKS = {
+    "classify": ("kbert.tasks.classification", "ClassificationTask"),
+    "classification": ("kbert.tasks.classification", "ClassificationTask"),
+    "regression": ("kbert.tasks.classification", "ClassificationTask"),
+    "tag": ("kbert.tasks.tagging", "TaggingTask"),
+    "tagging": ("kbert.tasks.tagging", "TaggingTask"),
+    "qa": ("kbert.tasks.qa", "QATask"),
+}
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """A new Task for `name` ("classify" / "classification" / "regression", "tag" /
+    "tagging", "qa"); ValueError for an unknown name."""
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_TASKS)}")
+    module_name, class_name = _TASKS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise ValueError(f"the {name!r} task is not available in this kbert "
+                         f"({module_name} is missing)") from None
+    return getattr(module, class_name)()

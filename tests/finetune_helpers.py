@@ -1,0 +1,42 @@
+"""Tiny model directories and synthetic labelled files for the fine-tuning tests."""
+
+import random
+
+from kbert.config import BertConfig
+from kbert.model_dir import save_model
+from kbert.models import build_encoder
+
+WORDS = [f"w{i}" for i in range(40)]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["good", "bad"]
+
+
+def tiny_model_dir(path, num_layers=1, seed=0):
+    """A randomly initialised 1-layer, H=128 encoder saved as a kbert model directory."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=num_layers,
+                                    max_sequence_length=64)
+    return save_model(build_encoder(config), config, path, VOCAB)
+
+
+def keyword_rows(n, seed, pair=False):
+    """(text, pair, label) rows: the label is the keyword ("good" / "bad") hidden among
+    random filler words, so a model can learn it in a few steps."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["good", "bad"])
+        words = [rng.choice(WORDS) for _ in range(rng.randrange(3, 10))]
+        words.insert(rng.randrange(len(words) + 1), label)
+        other = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(2, 6)))
+        rows.append((" ".join(words), other if pair else None, label))
+    return rows
+
+
+def write_tsv(path, rows, pair=False):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text\tpair\tlabel\n" if pair else "text\tlabel\n")
+        for text, other, label in rows:
+            f.write("\t".join([text] + ([other] if pair else []) + [str(label)]) + "\n")
+    return str(path)

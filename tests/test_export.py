@@ -1,0 +1,298 @@
+"""kbert export: string-in SavedModels, TF Serving layout, weights once, op audit, loading."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kbert.config import BertConfig
+from kbert.export import EXPECTED_CUSTOM_OPS, MissingOpError, custom_ops, inspect_saved_model, load
+from kbert.export.saved_model import WARMUP_FILE, export_saved_model
+
+VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "the", "a", "is", "of",
+          "capital", "france", "paris", "i", "this", "like", "day", "nice", "lot", "weather",
+          "today", "##s", "##ing"] + [f"w{i}" for i in range(39)])
+CONFIG = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), max_sequence_length=64,
+                                num_layers=1)
+MASKED = ["The capital of France is [MASK].", "I [MASK] this [MASK] a lot!", "[MASK]",
+          "no mask here"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory):
+    """A tiny pre-trained model directory with masked-LM and NSP heads."""
+    from kbert.model_dir import save_model
+    from kbert.models import build_encoder
+    from kbert.pretrainer import build_pretrainer, head_weights
+
+    encoder = build_encoder(CONFIG)
+    pretrainer = build_pretrainer(encoder, CONFIG)
+    return save_model(encoder, CONFIG, tmp_path_factory.mktemp("m") / "tiny_pre", VOCAB,
+                      heads=head_weights(pretrainer))
+
+
+@pytest.fixture(scope="module")
+def export(pretrained_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    return export_saved_model(pretrained_dir, out_root=root, seq_len=16)
+
+
+def test_fill_mask_matches_python(export, pretrained_dir):
+    from kbert.fill_mask import fill_mask
+
+    serve = load(export).signatures["serving_default"]
+    out = {k: v.numpy() for k, v in serve(text=tf.constant(MASKED)).items()}
+    assert out["top_tokens"].shape == (4, 2, 5) and out["top_probabilities"].dtype == np.float32
+    np.testing.assert_array_equal(out["mask_count"], [1, 2, 1, 0])
+    expected = fill_mask(pretrained_dir, MASKED[:3], top_k=5)
+    for i, per_text in enumerate(expected):
+        for j, candidates in enumerate(per_text):
+            assert [t.decode() for t in out["top_tokens"][i, j]] == [t for t, _ in candidates]
+            np.testing.assert_allclose(out["top_probabilities"][i, j],
+                                       [p for _, p in candidates], rtol=1e-5)
+            assert [VOCAB[k] for k in out["top_ids"][i, j]] == [t for t, _ in candidates]
+    # Unused slots: the first text has one [MASK], the last none.
+    assert out["top_ids"][0, 1].tolist() == [-1] * 5 and out["top_tokens"][3].tolist() == [
+        [b""] * 5] * 2
+
+
+def test_signatures_and_op_audit(export):
+    info = inspect_saved_model(os.path.dirname(export))  # NAME dir -> latest version
+    assert info["path"] == export
+    assert set(info["signatures"]) == {"serving_default", "tokenize", "encode"}
+    for signature in info["signatures"].values():
+        assert signature["inputs"] == {"text": ("string", None)}
+    assert info["signatures"]["tokenize"]["outputs"]["token_ids"] == ("int32", [None, 16])
+    assert info["signatures"]["encode"]["outputs"]["sequence_output"] == (
+        "float32", [None, 16, CONFIG.hidden_dim])
+    assert set(info["custom_ops"]) == custom_ops(export) == EXPECTED_CUSTOM_OPS
+
+
+def test_weights_stored_once(export, pretrained_dir):
+    from kbert.model_dir import read_checkpoint
+
+    # Encoder and heads as float32 (the MLM head reuses the token embedding).
+    parameter_bytes = sum(v.size * 4 for v in read_checkpoint(pretrained_dir).weights.values())
+    variables = os.path.join(export, "variables")
+    size = sum(os.path.getsize(os.path.join(variables, f)) for f in os.listdir(variables))
+    assert parameter_bytes <= size <= 1.05 * parameter_bytes
+
+
+def test_tokenize_and_encode_signatures(export, pretrained_dir):
+    from kbert.model_dir import load_model
+
+    loaded = load(export)
+    features = {k: v.numpy() for k, v in loaded.signatures["tokenize"](
+        text=tf.constant(MASKED[:2])).items()}
+    ids = [VOCAB.index(t) for t in
+           ("[CLS]", "i", "[MASK]", "this", "[MASK]", "a", "lot", "!", "[SEP]", "[PAD]")]
+    np.testing.assert_array_equal(features["token_ids"][1, :10], ids)
+    np.testing.assert_array_equal(features["mask_positions"], [[6, 0], [2, 4]])
+    np.testing.assert_array_equal(features["padding_mask"].sum(1), [9, 9])
+    encoded = loaded.signatures["encode"](text=tf.constant(MASKED[:2]))
+    reference = load_model(pretrained_dir)(
+        {k: features[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+    for key in ("sequence_output", "pooled_output"):
+        np.testing.assert_allclose(encoded[key].numpy(), np.asarray(reference[key]), atol=1e-5)
+
+
+def test_bad_inputs_are_named_and_empty_batch_is_empty(export):
+    serve = load(export).signatures["serving_default"]
+    for bad in (tf.constant([["a [MASK]", "b"]]), tf.constant("a [MASK]")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="input `text` must be a rank-1"):
+            serve(text=bad)
+    empty = serve(text=tf.constant([], tf.string))
+    assert {k: tuple(v.shape) for k, v in empty.items()} == {
+        "top_tokens": (0, 0, 5), "top_ids": (0, 0, 5), "top_probabilities": (0, 0, 5),
+        "mask_count": (0,)}
+
+
+def test_check_inputs_batch_sizes():
+    from kbert.export.graphs import check_inputs
+
+    spec = tf.TensorSpec(None, tf.string)
+    checked = tf.function(lambda a, b: check_inputs({"text": a, "text_pair": b},
+                                                     ("text", "text_pair")),
+                          input_signature=[spec, spec])
+    out = checked(tf.constant(["x", "y"]), tf.constant(["z", "w"]))
+    assert out["text_pair"].numpy().tolist() == [b"z", b"w"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"input `text_pair` must have as many rows as `text`: `text` "
+                             r"has\] \[2\] \[rows, `text_pair` has\] \[3\]"):
+        checked(tf.constant(["x", "y"]), tf.constant(["z", "w", "v"]))
+
+
+def test_warmup_requests_parse_and_run(export):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    serve = load(export).signatures["serving_default"]
+    batches = []
+    for record in tf.data.TFRecordDataset(os.path.join(export, WARMUP_FILE)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.name == "tiny_pre"
+        assert request.model_spec.signature_name == "serving_default"
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        assert set(inputs) == {"text"}
+        out = serve(**{k: tf.constant(v) for k, v in inputs.items()})
+        assert out["mask_count"].numpy().min() >= 1
+        batches.append(len(inputs["text"]))
+    assert batches == [1, 2]
+
+
+def test_versions_models_config_and_atomic_failure(pretrained_dir, export, tmp_path,
+                                                   monkeypatch):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    import kbert.export.saved_model as saved_model
+
+    root = tmp_path / "root"
+    shutil.copytree(os.path.dirname(os.path.dirname(export)), root)  # holds tiny_pre/1
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_saved_model(pretrained_dir, out_root=root, version=1)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected failure while writing the warm-up file")
+    monkeypatch.setattr(saved_model, "write_warmup_requests", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        export_saved_model(pretrained_dir, out_root=root, seq_len=8)
+    assert os.listdir(root / "tiny_pre") == ["1"]  # no version 2, no hidden leftovers
+    monkeypatch.undo()
+
+    second = export_saved_model(pretrained_dir, out_root=root, seq_len=8,
+                                base_path="/srv/models/")
+    assert second == str(root / "tiny_pre" / "2")
+    assert os.stat(second).st_mode & 0o755 == 0o755  # readable by a serving container
+    shutil.copytree(root / "tiny_pre", root / "b")
+    os.rename(root / "b" / "2", root / "b" / "10")
+    os.makedirs(root / "no_versions" / "latest")
+    saved_model.write_models_config(root)
+    config = text_format.Parse((root / "models.config").read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    assert [(c.name, c.base_path, c.model_platform) for c in
+            config.model_config_list.config] == [("b", "/models/b", "tensorflow"),
+                                                 ("tiny_pre", "/models/tiny_pre", "tensorflow")]
+    assert saved_model.versions(root / "b") == [1, 10]
+
+
+@pytest.mark.slow
+def test_bfloat16_export(pretrained_dir, export, tmp_path):
+    path = export_saved_model(pretrained_dir, out_root=tmp_path, seq_len=16,
+                              precision="bfloat16", models_config=False)
+    text = tf.constant(MASKED[:2])
+    got = load(path).signatures["encode"](text=text)
+    want = load(export).signatures["encode"](text=text)
+    assert got["sequence_output"].dtype == tf.float32
+    difference = np.abs(got["sequence_output"].numpy() - want["sequence_output"].numpy())
+    assert 0 < difference.max() < 0.1  # computed in bfloat16 (8-bit mantissa), not float32
+    assert load(path).signatures["serving_default"](text=text)["top_probabilities"].dtype == (
+        tf.float32)
+
+
+def _run_python(code, **env):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": REPO, **env}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_fresh_process_loads_through_kbert(export):
+    code = (f"import json, kbert.export as e, tensorflow as tf\n"
+            f"m = e.load({export!r})\n"
+            f"o = m.signatures['serving_default'](text=tf.constant({MASKED!r}))\n"
+            "print(json.dumps(o['top_probabilities'].numpy().tolist()))")
+    got = np.array(json.loads(_run_python(code)))
+    want = load(export).signatures["serving_default"](text=tf.constant(MASKED))
+    np.testing.assert_allclose(got, want["top_probabilities"].numpy(), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_load_without_tf_text_gives_kbert_message(export):
+    code = (f"import sys, kbert.export as e\n"
+            f"try:\n    e.load({export!r})\n"
+            f"except e.MissingOpError as error:\n"
+            f"    print('tf_text imported:', 'tensorflow_text' in sys.modules, '|', error)\n")
+    line = _run_python(code, KBERT_EXPORT_SKIP_TF_TEXT="1")
+    assert line.startswith("tf_text imported: False |")
+    assert "uses op 'FastBertNormalize', a tensorflow-text op" in line
+    assert "pip install 'tensorflow-text==" in line
+
+
+def test_cli_export_errors_and_inspect(pretrained_dir, export, capsys):
+    from kbert import cli
+
+    root = os.path.dirname(os.path.dirname(export))
+    assert cli.main(["export", pretrained_dir, "--out", root, "--version", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["export", pretrained_dir, "--out", root, "--seq-len", "1000"]) == 2
+    assert "max_sequence_length 64" in capsys.readouterr().err
+    assert cli.main(["inspect", os.path.join(root, "tiny_pre")]) == 0
+    shown = capsys.readouterr().out
+    assert "custom ops: FastBertNormalize, FastWordpieceTokenizeWithOffsets" in shown
+    assert "output top_ids: int32 [?, ?, 5]" in shown
+    assert "input  text: string unknown rank" in shown
+
+
+def test_pair_classifier_export(tmp_path):
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.text import Tokenizer
+    from kbert.text.packer import pack
+
+    spec = TaskSpec("classification", labels=("no", "yes", "maybe"), seq_len=16, pair=True)
+    model = build_task_model(build_encoder(CONFIG), spec)
+    model_dir = save_task_model(tmp_path / "nli", model, spec, CONFIG, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
+    assert path == str(tmp_path / "root" / "nli" / "1")
+    loaded = load(path)
+    assert custom_ops(path) == EXPECTED_CUSTOM_OPS
+    text = ["The weather is nice today!", "i like this", ""]
+    pair = ["nice day", "the capital of france is paris, i like paris a lot", "a"]
+    out = loaded.signatures["serving_default"](text=tf.constant(text),
+                                               text_pair=tf.constant(pair))
+    # Reference: the Keras model on the same packed inputs.
+    tokenizer = Tokenizer(VOCAB)
+    features = pack(tokenizer(tf.constant(text)), tokenizer(tf.constant(pair)),
+                    sequence_length=16, cls_id=2, sep_id=3, pad_id=0)
+    probabilities = tf.nn.softmax(model(features)["logits"]).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), probabilities, atol=1e-6)
+    np.testing.assert_array_equal(out["label_ids"].numpy(), probabilities.argmax(1))
+    assert [b.decode() for b in out["labels"].numpy()] == [
+        spec.labels[i] for i in probabilities.argmax(1)]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="input `text_pair` must have as many rows as `text`"):
+        loaded.signatures["serving_default"](text=tf.constant(text),
+                                             text_pair=tf.constant(pair[:2]))
+    empty = loaded.signatures["serving_default"](text=tf.constant([], tf.string),
+                                                 text_pair=tf.constant([], tf.string))
+    assert tuple(empty["probabilities"].shape) == (0, 3)
+    assert set(inspect_saved_model(path)["signatures"]["encode"]["inputs"]) == {
+        "text", "text_pair"}
+
+
+def test_embedding_export(tmp_path):
+    from kbert.model_dir import load_model, save_model
+    from kbert.models import build_encoder
+
+    model_dir = save_model(build_encoder(CONFIG), CONFIG, tmp_path / "enc", VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", seq_len=16,
+                              normalize=True, models_config=False)
+    loaded = load(path)
+    text = tf.constant(["The weather is nice today!", "i like this a lot"])
+    vectors = loaded.signatures["serving_default"](text=text)["embeddings"].numpy()
+    features = {k: v.numpy() for k, v in loaded.signatures["tokenize"](text=text).items()}
+    hidden = np.asarray(load_model(model_dir)(features)["sequence_output"])
+    mask = features["padding_mask"][:, :, None]
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    np.testing.assert_allclose(vectors, mean / np.linalg.norm(mean, axis=1, keepdims=True),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="no masked-LM head"):
+        export_saved_model(model_dir, out_root=tmp_path / "root", kind="fill-mask")

@@ -1,0 +1,180 @@
+"""The fine-tuning runner end to end on a tiny learnable task: training, best-epoch
+selection, the run directory, evaluate / predict, the CLI."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from finetune_helpers import keyword_rows, tiny_model_dir, write_tsv
+from kbert import cli
+from kbert.finetuning import FinetuneSettings, evaluate, finetune, predict
+from kbert.tasks.classification import ClassificationTask
+from kbert.tasks.registry import get_task
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    return {"root": root, "model": tiny_model_dir(root / "pre"),
+            "train": write_tsv(root / "train.tsv", keyword_rows(320, seed=1)),
+            "dev": write_tsv(root / "dev.tsv", keyword_rows(60, seed=2))}
+
+
+def _settings(data, out, **changes):
+    values = dict(model=data["model"], train=data["train"], eval=data["dev"], out=str(out),
+                  seq_len=16, epochs=3, batch_size=16, learning_rate=1e-3)
+    values.update(changes)
+    return FinetuneSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def run(data):
+    settings = _settings(data, data["root"] / "run")
+    return settings, finetune(get_task("classify"), settings, verbose=0)
+
+
+def test_learns_keyword_task(run):
+    settings, result = run
+    assert result.metrics["best"]["accuracy"] >= 0.95
+    assert len(result.seconds_per_epoch) == 3 and all(s > 0 for s in result.seconds_per_epoch)
+    epochs = result.metrics["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+
+
+def test_run_directory(run):
+    settings, result = run
+    out = settings.out
+    assert sorted(os.listdir(out)) == ["metrics.json", "model", "predictions.jsonl"]
+    assert result.model_dir == os.path.join(os.path.abspath(out), "model")
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    best = metrics["epochs"][metrics["best_epoch"] - 1]["eval"]
+    assert metrics["best"] == best == result.metrics["best"]
+    assert metrics["primary_metric"] == "accuracy"
+    assert best["accuracy"] == max(e["eval"]["accuracy"] for e in metrics["epochs"])
+    assert metrics["spec"]["labels"] == ["bad", "good"] and metrics["spec"]["seq_len"] == 16
+    assert metrics["settings"]["learning_rate"] == 1e-3
+    with open(os.path.join(out, "predictions.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    gold = [r[2] for r in keyword_rows(60, seed=2)]
+    assert len(rows) == 60 and rows[0]["source"].endswith("dev.tsv:2")
+    assert np.mean([r["label"] == g for r, g in zip(rows, gold)]) == best["accuracy"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+
+
+def test_evaluate_and_predict_reload_the_best_model(run, data):
+    settings, result = run
+    assert evaluate(result.model_dir, data["dev"]) == pytest.approx(result.metrics["best"])
+    got = predict(result.model_dir, ["w3 w1 good w7", "bad w2"])
+    assert [p["label"] for p in got] == ["good", "bad"]
+
+
+def test_existing_out_refused_before_any_work(data, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    # The training file does not exist either: the FileExistsError must come first.
+    settings = _settings(data, out, train=str(tmp_path / "missing.tsv"))
+    with pytest.raises(FileExistsError, match="exists.*--overwrite"):
+        finetune(get_task("classify"), settings, verbose=0)
+    assert os.listdir(out) == []
+
+
+class ScriptedMetric(ClassificationTask):
+    """The real task, with the primary metric of each epoch scripted so that the best
+    epoch is known; records each epoch's predictions."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script, self.seen = list(script), []
+
+    def evaluate(self, examples, predictions, spec):
+        self.seen.append(predictions)
+        scores = super().evaluate(examples, predictions, spec)
+        return {**scores, "accuracy": self.script[len(self.seen) - 1]}
+
+
+def test_best_epoch_weights_are_kept(data, tmp_path):
+    task = ScriptedMetric([0.2, 0.9, 0.5])
+    result = finetune(task, _settings(data, tmp_path / "run"), verbose=0)
+    assert result.best_epoch == 2 and result.metrics["best"]["accuracy"] == 0.9
+    with open(os.path.join(tmp_path, "run", "predictions.jsonl")) as f:
+        assert [json.loads(line) for line in f] == task.seen[1]
+    assert task.seen[1] != task.seen[2]
+    examples = task.read(data["dev"])
+    got = predict(result.model_dir, examples)
+    for mine, epoch_two in zip(got, task.seen[1]):
+        assert mine["probabilities"] == pytest.approx(epoch_two["probabilities"], abs=1e-6)
+
+
+def test_regression_pairs_without_eval(data, tmp_path):
+    rows = keyword_rows(64, seed=3, pair=True)
+    rows = [(t, p, 1.0 if label == "good" else 0.0) for t, p, label in rows]
+    train = write_tsv(tmp_path / "sts.tsv", rows, pair=True)
+    options = {"pair_column": "pair", "regression": True}
+    result = finetune(get_task("regression"), _settings(
+        data, tmp_path / "run", train=train, eval=None, epochs=2, options=options),
+        verbose=0)
+    # Without an eval file the last epoch is kept and there are no predictions.
+    assert result.best_epoch == 2 and result.metrics["best"] == {}
+    assert sorted(os.listdir(tmp_path / "run")) == ["metrics.json", "model"]
+    assert result.metrics["primary_metric"] == "pearson"
+    scores = evaluate(result.model_dir, train, pair_column="pair")
+    assert set(scores) == {"pearson", "spearman", "mse"}
+    got = predict(result.model_dir, [("w1 good", "w2")])
+    assert set(got[0]) == {"source", "score"} and isinstance(got[0]["score"], float)
+
+
+def test_cli_finetune_evaluate_predict(data, tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    argv = ["finetune", "classify", "--model", data["model"], "--train", data["train"],
+            "--eval", data["dev"], "--out", out, "--seq-len", "16", "--epochs", "1",
+            "--batch-size", "32", "--learning-rate", "1e-3"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "best epoch 1: accuracy" in printed and f"{out}/model" in printed
+    assert cli.main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    assert cli.main(["evaluate", f"{out}/model", "--data", data["dev"]]) == 0
+    printed = capsys.readouterr().out
+    with open(os.path.join(out, "eval_dev.json")) as f:
+        written = json.load(f)["metrics"]
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert written == pytest.approx(json.load(f)["best"])
+    assert f"accuracy: {written['accuracy']:.4f}" in printed
+
+    assert cli.main(["predict", f"{out}/model", "w1 good w2", "bad"]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert [line.split("\t")[2] for line in lines] == ["w1 good w2", "bad"]
+    assert all(line.split("\t")[0] in ("good", "bad") for line in lines)
+
+    # Same settings through the Python API: the same run (seeded), to the last digit.
+    again = finetune(get_task("classify"), _settings(data, tmp_path / "again", epochs=1,
+                                                     batch_size=32), verbose=0)
+    with open(os.path.join(out, "metrics.json")) as f:
+        first = json.load(f)
+    assert again.metrics["epochs"][0]["loss"] == first["epochs"][0]["loss"]
+    assert again.metrics["best"] == first["best"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--server", "localhost:1", "text"], "--server needs --model NAME"),
+    (["predict", "dir_only"], "give the model directory and at least one text"),
+    (["finetune", "classify", "--model", "m", "--train", "t", "--out", "o",
+      "--option", "novalue"], "expected KEY=VALUE"),
+    (["finetune", "classify", "--model", "nowhere", "--train", "t", "--out", "o"],
+     "--model nowhere: no such file"),
+])
+def test_cli_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_registry():
+    assert type(get_task("classification")) is type(get_task("classify"))
+    with pytest.raises(ValueError, match="unknown task 'ner'"):
+        get_task("ner")

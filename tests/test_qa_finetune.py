@@ -1,0 +1,53 @@
+"""`kbert finetune qa` end to end: SQuAD JSON files -> fine-tuned model -> evaluate, predict."""
+
+import json
+import os
+
+from finetune_helpers import tiny_model_dir
+from test_qa import _learnable_examples
+
+from kbert import cli
+from kbert.finetuning import predict
+
+
+def _write_squad(path, examples, title):
+    paragraphs = [{"context": e.context, "qas": [{
+        "id": e.id, "question": e.question,
+        "answers": [{"text": a.text, "answer_start": a.start} for a in e.answers]}]}
+        for e in examples]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"version": "1.1", "data": [{"title": title, "paragraphs": paragraphs}]}, f)
+    return str(path)
+
+
+def test_cli_finetune_qa_evaluate_predict(tmp_path, capsys):
+    model = str(tiny_model_dir(tmp_path / "pre"))
+    train = _write_squad(tmp_path / "train.json", _learnable_examples(160, 0), "train")
+    dev_examples = _learnable_examples(20, 1)
+    dev = _write_squad(tmp_path / "dev.json", dev_examples, "dev")
+    out = str(tmp_path / "run")
+    assert cli.main(["finetune", "qa", "--model", model, "--train", train, "--eval", dev,
+                     "--out", out, "--seq-len", "24", "--doc-stride", "8",
+                     "--max-query-length", "4", "--epochs", "2", "--batch-size", "16",
+                     "--learning-rate", "2e-3"]) == 0
+    capsys.readouterr()
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["primary_metric"] == "f1" and metrics["best"]["f1"] >= 90.0, metrics
+    assert metrics["spec"]["doc_stride"] == 8 and metrics["spec"]["max_query_length"] == 4
+    with open(os.path.join(out, "predictions.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["id"] for r in rows] == [e.id for e in dev_examples]
+    for row, example in zip(rows, dev_examples):
+        assert example.context[row["start_char"]:row["end_char"]] == row["answer"]
+
+    assert cli.main(["evaluate", f"{out}/model", "--data", dev]) == 0
+    assert f"f1: {metrics['best']['f1']:.4f}" in capsys.readouterr().out
+
+    example = dev_examples[0]
+    assert cli.main(["predict", f"{out}/model", example.question,
+                     "--pair", example.context]) == 0
+    capsys.readouterr()
+    [prediction] = predict(f"{out}/model", [(example.question, example.context)])
+    assert prediction["answer"] == example.answers[0].text
+    assert prediction["start_char"] == example.answers[0].start

@@ -1,0 +1,328 @@
+"""Token tagging: first-piece labels, windows with BERT's max-context rule, conlleval
+against seqeval, a tiny model trained with model.fit, serving graph = predict."""
+
+import random
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from kbert.config import BertConfig
+from kbert.data.conll import Sentence
+from kbert.models import build_encoder
+from kbert.tasks import TaskSpec, build_task_model
+from kbert.tasks.conlleval import conlleval
+from kbert.tasks.tag_windows import make_windows, merge_windows, pieces_of_words
+from kbert.tasks.tagging import TaggingTask, detect_tag_scheme
+from kbert.text.tokenizer import Tokenizer
+from kbert.training import create_optimizer
+
+FIRST = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + FIRST + ["##xy", "##zz"]
+TASK = TaggingTask()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer(VOCAB)
+
+
+def _sentence(words, labels, first_line=1):
+    return Sentence(tuple(words), tuple(labels),
+                    tuple(range(first_line, first_line + len(words))), "mem.txt")
+
+
+# -- first-piece labels --------------------------------------------------------------------
+def test_label_on_first_piece_only(tokenizer):
+    examples = [_sentence(["Ab", "cdxyzz", "\u200b", "ef,"], ["B-A", "I-A", "O", "B-E"]),
+                _sentence(["gh"], ["O"])]
+    spec = TASK.make_spec(examples, seq_len=12)
+    assert spec.labels == ("B-A", "B-E", "I-A", "O") and spec.tag_scheme == "IOB2"
+    x, y, w = next(iter(TASK.dataset(examples, tokenizer, spec, batch_size=8, training=False)))
+    ids = {t: i for i, t in enumerate(VOCAB)}
+    # [CLS] ab cd ##xy ##zz [UNK] ef , [SEP]: the zero-width word became one [UNK].
+    np.testing.assert_array_equal(x["token_ids"][0], [ids[t] for t in (
+        "[CLS]", "ab", "cd", "##xy", "##zz", "[UNK]", "ef", ",", "[SEP]", "[PAD]", "[PAD]",
+        "[PAD]")])
+    np.testing.assert_array_equal(x["padding_mask"][0], [1] * 9 + [0] * 3)
+    np.testing.assert_array_equal(y["logits"][0], [0, 0, 2, 0, 0, 3, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(w["logits"][0], [0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(y["logits"][1][:3], [0, 3, 0])
+    np.testing.assert_array_equal(w["logits"][1], [0, 1] + [0] * 10)
+
+
+# -- windows and the max-context merge -----------------------------------------------------
+def _bert_windows(n_pieces, budget, stride):
+    """(start, length) of each window, as run_squad.py's doc_spans loop."""
+    spans, start = [], 0
+    while start < n_pieces:
+        length = min(n_pieces - start, budget)
+        spans.append((start, length))
+        if start + length == n_pieces:
+            break
+        start += min(length, stride)
+    return spans
+
+
+def _bert_max_context(spans, position):
+    """run_squad.py's _check_is_max_context: the span index that wins `position`."""
+    best, best_score = None, None
+    for index, (start, length) in enumerate(spans):
+        if not start <= position < start + length:
+            continue
+        score = min(position - start, start + length - 1 - position) + 0.01 * length
+        if best_score is None or score > best_score:
+            best, best_score = index, score
+    return best
+
+
+@pytest.mark.parametrize("seq_len, stride", [(10, 3), (10, 8), (10, 1), (7, 2), (64, 20)])
+def test_windows_and_max_context(tokenizer, seq_len, stride):
+    rng = random.Random(seq_len * 100 + stride)
+    suffixes = ["", "", "xy", "xyzz"]
+    sentences = [[rng.choice(FIRST) + rng.choice(suffixes) for _ in range(n)]
+                 for n in (23, 3, 0, 40, 8)]
+    words = tf.ragged.constant(sentences, dtype=tf.string, row_splits_dtype=tf.int32)
+    piece_ids, piece_words, row_splits, word_splits = pieces_of_words(tokenizer, words)
+    windows = make_windows(piece_ids, piece_words, row_splits, seq_len=seq_len,
+                           stride=stride, cls_id=2, sep_id=3, pad_id=0)
+    token_ids = windows["token_ids"].numpy()
+    word_index = windows["word_index"].numpy()
+    example = windows["example_index"].numpy()
+    pieces = [tokenizer.tokenize(tf.constant(s, tf.string)).to_list() if s else []
+              for s in sentences]
+    budget = seq_len - 2
+    row = 0
+    for b, sentence_pieces in enumerate(pieces):
+        flat = [p for word in sentence_pieces for p in word]
+        first_piece = np.cumsum([0] + [len(word) for word in sentence_pieces])[:-1]
+        spans = _bert_windows(len(flat), budget, stride) or [(0, 0)]
+        for k, (start, length) in enumerate(spans):
+            assert example[row] == b
+            assert list(token_ids[row]) == ([2] + flat[start:start + length] + [3]
+                                            + [0] * (seq_len - length - 2))
+            expected = [-1] * seq_len
+            for w, p in enumerate(first_piece):
+                if start <= p < start + length and _bert_max_context(spans, p) == k:
+                    expected[p - start + 1] = w
+            assert list(word_index[row]) == expected, (b, k)
+            row += 1
+    assert row == len(example)
+
+    # Merge: every word gets exactly one value, the one at its first piece in its window.
+    values = tf.constant(np.arange(token_ids.size).reshape(token_ids.shape), tf.int32)
+    merged = merge_windows(values, windows["word_index"], windows["example_index"],
+                           word_splits[1:] - word_splits[:-1]).numpy()
+    assert merged.shape == (len(sentences), max(map(len, sentences)))
+    for b, sentence in enumerate(sentences):
+        for w in range(merged.shape[1]):
+            if w >= len(sentence):
+                assert merged[b, w] == -1
+                continue
+            where = np.argwhere((example[:, None] == b) & (word_index == w))
+            assert len(where) == 1
+            assert merged[b, w] == values.numpy()[tuple(where[0])]
+
+
+def test_stride_must_cover_every_piece():
+    with pytest.raises(ValueError, match="doc_stride 9 must be between 1 and seq_len - 2 = 8"):
+        TASK.make_spec([_sentence(["ab", "cd"], ["X", "Y"])], seq_len=10, doc_stride=9)
+
+
+# -- metrics -------------------------------------------------------------------------------
+def _seqeval(gold, predicted):
+    return (precision_score(gold, predicted), recall_score(gold, predicted),
+            f1_score(gold, predicted), accuracy_score(gold, predicted))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_conlleval_matches_seqeval_on_random_tags():
+    rng = random.Random(0)
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC-X", "I-MISC-X"]
+    for _ in range(300):
+        gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))]
+                for _ in range(rng.randint(1, 5))]
+        predicted = [[rng.choice(tags) if rng.random() < 0.4 else g for g in s] for s in gold]
+        r = conlleval(gold, predicted)
+        np.testing.assert_allclose([r["precision"], r["recall"], r["f1"], r["accuracy"]],
+                                   _seqeval(gold, predicted), rtol=0, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("gold, predicted, chunks", [
+    # IOB1: I- opens a chunk after O; B- only splits two adjacent chunks of one type.
+    ([["I-PER", "I-PER", "O", "I-LOC", "B-LOC"]], [["I-PER", "I-PER", "O", "I-LOC", "I-LOC"]],
+     (3, 2, 1)),  # (gold chunks, predicted chunks, correct)
+    # A type change inside I- tags starts a new chunk.
+    ([["I-PER", "I-LOC"]], [["B-PER", "B-LOC"]], (2, 2, 2)),
+    # IOB2 read the conlleval way: a stray I- after O still starts a chunk.
+    ([["B-ORG", "I-ORG", "O"]], [["O", "I-ORG", "O"]], (1, 1, 0)),
+    # A chunk never crosses a sentence boundary.
+    ([["B-PER"], ["I-PER"]], [["B-PER"], ["I-PER"]], (2, 2, 2)),
+    # Nothing predicted: precision 0, not a division by zero.
+    ([["B-PER", "O"]], [["O", "O"]], (1, 0, 0)),
+])
+def test_conlleval_hand_checked(gold, predicted, chunks):
+    r = conlleval(gold, predicted)
+    assert (r["gold_chunks"], r["predicted_chunks"], r["correct_chunks"]) == chunks
+    np.testing.assert_allclose([r["precision"], r["recall"], r["f1"], r["accuracy"]],
+                               _seqeval(gold, predicted), atol=1e-12)
+
+
+def test_tag_scheme_detection_and_unseen_labels():
+    iob1 = [_sentence(["a", "b"], ["I-PER", "O"])]
+    iob2 = [_sentence(["a", "b"], ["B-PER", "I-PER"])]
+    pos = [_sentence(["a", "b"], ["NOUN", "VERB"])]
+    assert [detect_tag_scheme(s) for s in (iob1, iob2, pos)] == ["IOB1", "IOB2", "none"]
+    spec = TASK.make_spec(pos, seq_len=16)
+    assert TASK.primary_metric(spec) == "accuracy"
+    assert TASK.primary_metric(TASK.make_spec(iob1 + iob2, seq_len=16)) == "f1"
+    dev = [_sentence(["a", "b"], ["NOUN", "VERB"]),
+           _sentence(["c", "d", "e"], ["NOUN", "ADJ", "NOUN"], first_line=4)]
+    with pytest.raises(ValueError, match=r"dev.conllu:5: label 'ADJ' never occurs in the "
+                                         r"training file \(its 2 labels: NOUN, VERB\)"):
+        TASK.check_examples(dev, spec, "dev.conllu")
+
+
+# -- a tiny learnable task: model.fit, predict, serving ------------------------------------
+def _tag(word, next_word):
+    """A rule that needs context: a word's tag depends on its first piece and on whether
+    the next word starts with a vowel-ish piece."""
+    base = "N" if word[:2] in ("ab", "cd", "ef", "gh") else "V"
+    if word.endswith("xy"):
+        return "X"
+    return base + ("1" if next_word[:2] in ("ab", "ef", "ij", "mn") else "2")
+
+
+def _tiny_data(n, seed):
+    rng = random.Random(seed)
+    examples = []
+    for i in range(n):
+        words = [rng.choice(FIRST) + rng.choice(["", "", "xy", "zz"])
+                 for _ in range(rng.randint(3, 10))]
+        tags = [_tag(w, words[j + 1] if j + 1 < len(words) else "") for j, w in
+                enumerate(words)]
+        examples.append(_sentence(words, tags, first_line=100 * i))
+    return examples
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    keras_utils = pytest.importorskip("keras").utils
+    keras_utils.set_random_seed(1)
+    train = _tiny_data(160, seed=1)
+    spec = TASK.make_spec(train, seq_len=12, doc_stride=4, classifier_dropout=0.0)
+    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
+                                    max_sequence_length=64)
+    model = build_task_model(build_encoder(config), spec)
+    epochs, batch = 6, 8
+    steps = epochs * sum(1 for _ in TASK.dataset(train, tokenizer, spec, batch, False))
+    model.compile(optimizer=create_optimizer(2e-3, steps, weight_decay=0.0),
+                  loss=TASK.loss(spec))
+    for epoch in range(epochs):
+        model.fit(TASK.dataset(train, tokenizer, spec, batch, training=True, seed=epoch),
+                  verbose=0)
+    return model, spec
+
+
+def test_tiny_task_learns(trained, tokenizer):
+    model, spec = trained
+    assert spec.tag_scheme == "none" and set(spec.labels) == {"N1", "N2", "V1", "V2", "X"}
+    dev = _tiny_data(40, seed=2)
+    predictions = TASK.predict(model, dev, tokenizer, spec, batch_size=8)
+    assert [p["words"] for p in predictions] == [list(s.words) for s in dev]
+    metrics = TASK.evaluate(dev, predictions, spec)
+    assert metrics["accuracy"] >= 0.95, metrics
+
+
+def test_serving_outputs_match_predict(trained, tokenizer):
+    model, spec = trained
+    # Words that BERT's basic tokenizer splits the same way (whitespace, punctuation),
+    # one sentence longer than a window (12 tokens: 10 pieces) to exercise the merge.
+    rng = random.Random(3)
+    sentences = [["Ab", "cdxy", ",", "ef", "."],
+                 [rng.choice(FIRST) + rng.choice(["", "zz"]) for _ in range(17)], ["gh"]]
+    examples = [_sentence(s, ["X"] * len(s)) for s in sentences]
+    expected = TASK.predict(model, examples, tokenizer, spec, batch_size=2)
+    texts = ["Ab  cdxy, ef.", " ".join(sentences[1]), "gh", ""]
+    serve = tf.function(lambda text: TASK.serving_outputs(model, tokenizer, spec,
+                                                          {"text": text}),
+                        input_signature=[tf.TensorSpec([None], tf.string)])
+    out = {k: v.numpy() for k, v in serve(tf.constant(texts)).items()}
+    assert out["tags"].dtype == object and out["tag_ids"].dtype == np.int32
+    np.testing.assert_array_equal(out["num_words"], [5, 17, 1, 0])
+    for b, prediction in enumerate(expected + [{"tags": []}]):
+        n = len(prediction["tags"])
+        assert [t.decode() for t in out["tags"][b, :n]] == prediction["tags"]
+        assert [spec.labels[i] for i in out["tag_ids"][b, :n]] == prediction["tags"]
+        assert all(t == b"" for t in out["tags"][b, n:])
+        assert (out["tag_ids"][b, n:] == -1).all() and (out["word_starts"][b, n:] == -1).all()
+    spans = [texts[0].encode()[s:e] for s, e in zip(out["word_starts"][0, :5],
+                                                    out["word_ends"][0, :5])]
+    assert spans == [b"Ab", b"cdxy", b",", b"ef", b"."]
+
+
+def test_serving_offsets_are_bytes(trained, tokenizer):
+    model, spec = trained
+    text = "\u00e9ab cd\u00e9"  # é is 2 bytes in UTF-8 and not in the vocabulary
+    out = TASK.serving_outputs(model, tokenizer, spec, {"text": tf.constant([text])})
+    starts, ends = out["word_starts"].numpy()[0], out["word_ends"].numpy()[0]
+    assert [text.encode()[s:e].decode() for s, e in zip(starts, ends)] == ["\u00e9ab", "cd\u00e9"]
+
+
+def test_predict_raw_text_matches_serving(trained, tokenizer):
+    model, spec = trained
+    texts = ["Ab  cdxy, ef.", "gh ijzz"]
+    got = TASK.predict(model, TASK.examples_from_texts(texts), tokenizer, spec, batch_size=4)
+    words = TASK.predict(model, [_sentence(["Ab", "cdxy", ",", "ef", "."], ["X"] * 5),
+                                 _sentence(["gh", "ijzz"], ["X"] * 2)], tokenizer, spec, 4)
+    assert [p["words"] for p in got] == [["Ab", "cdxy", ",", "ef", "."], ["gh", "ijzz"]]
+    assert [p["tags"] for p in got] == [p["tags"] for p in words]
+    assert got[1]["word_starts"] == [0, 3] and got[1]["word_ends"] == [2, 7]
+
+
+def _conll_file(path, sentences):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("-DOCSTART- -X- O\n\n")
+        for s in sentences:
+            f.writelines(f"{w} {t}\n" for w, t in zip(s.words, s.labels))
+            f.write("\n")
+    return str(path)
+
+
+def test_finetune_tag_end_to_end(tmp_path, tokenizer):
+    """The runner and CLI with TaggingTask: files in, model dir + metrics out, and the
+    saved model scores the eval file exactly as the run reported."""
+    import json
+
+    from kbert.cli import main
+    from kbert.finetuning import evaluate
+    from kbert.model_dir import save_model
+
+    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
+                                    max_sequence_length=64)
+    save_model(build_encoder(config), config, tmp_path / "pre", VOCAB)
+    entity = {"N1": "B-ORG", "N2": "I-ORG", "V1": "O", "V2": "O", "X": "B-PER"}
+    data = [_sentence(s.words, [entity[t] for t in s.labels]) for s in _tiny_data(48, 5)]
+    train = _conll_file(tmp_path / "train.txt", data[:32])
+    dev = _conll_file(tmp_path / "dev.txt", data[32:])
+    out = tmp_path / "run"
+    assert main(["finetune", "tag", "--model", str(tmp_path / "pre"), "--train", train,
+                 "--eval", dev, "--out", str(out), "--seq-len", "10", "--epochs", "2",
+                 "--batch-size", "8", "--learning-rate", "1e-3",
+                 "--option", "doc_stride=3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["primary_metric"] == "f1" and metrics["spec"]["tag_scheme"] == "IOB1"
+    assert metrics["spec"]["doc_stride"] == 3
+    assert set(metrics["best"]) == {"precision", "recall", "f1", "accuracy"}
+    predictions = [json.loads(line) for line in
+                   (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["words"] for p in predictions] == [list(s.words) for s in data[32:]]
+    again = evaluate(str(out / "model"), dev)
+    assert again == pytest.approx(metrics["best"], abs=1e-12)
+    # An eval label that training never saw: one line naming file and line.
+    with open(dev, "a", encoding="utf-8") as f:
+        f.write("ab B-LOC\n")
+    with pytest.raises(ValueError, match=r"dev.txt:\d+: label 'B-LOC' never occurs"):
+        evaluate(str(out / "model"), dev)
