@@ -10,6 +10,7 @@ import sys
 from kbert import finetune_cli
 from kbert.errors import TrainingDiverged
 from kbert.serving.cli import add_parser as add_serve_parser
+from kbert.serving.errors import ServingError
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged,
+            ServingError) as error:
         print(f"kbert {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -313,43 +313,56 @@ def test_binds_localhost_by_default(server):
         assert found and found <= {"0100007F", "0000000000000000FFFF00000100007F"}, found
 
 
-def test_serves_a_kbert_export(tmp_path, caplog):
-    """A real `kbert export` (fill-mask) served over gRPC equals the SavedModel called
-    directly; its warm-up requests ran before it served; its in-graph checks answer
-    INVALID_ARGUMENT."""
+def test_serves_a_kbert_export(tmp_path, caplog, capsys):
+    """A real `kbert export` of a pair classifier, served over gRPC, equals the SavedModel
+    called directly; its warm-up requests ran before it served; its in-graph checks answer
+    INVALID_ARGUMENT; Classify and `kbert predict --server` work on it."""
+    from kbert.cli import main
     from kbert.config import BertConfig
     from kbert.export import export_saved_model
-    from kbert.model_dir import save_model
     from kbert.models import build_encoder
-    from kbert.pretrainer import build_pretrainer, head_weights
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
     from serving_models import VOCAB
 
     config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
                                     max_sequence_length=32)
-    encoder = build_encoder(config)
-    model_dir = save_model(encoder, config, tmp_path / "pre", VOCAB,
-                           heads=head_weights(build_pretrainer(encoder, config)))
-    path = export_saved_model(model_dir, out_root=tmp_path / "root", name="fill", seq_len=16)
-    texts = ["w1 [MASK] w3", "[MASK]", "", "w2 " * 40]
+    spec = TaskSpec("classification", labels=("no", "yes"), seq_len=16, pair=True)
+    model_dir = save_task_model(tmp_path / "nli", build_task_model(build_encoder(config), spec),
+                                spec, config, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", name="nli")
+    first, second = ["w1 w2", "", "W3 " * 40, "w4"], ["w5", "w6 w7", "", b"\xff w8"]
     with caplog.at_level(logging.INFO, logger="kbert.serving"), \
             ModelServer(tmp_path / "root", port=0, rest_port=None, poll_seconds=0) as server, \
             PredictionClient(f"127.0.0.1:{server.port}") as client:
-        assert "fill version 1: replayed 2 warm-up request(s)" in caplog.text
-        got = client.predict("fill", {"text": texts})
-        want = direct(path, text=texts)
-        assert set(got) == set(want)
-        for key, value in want.items():
-            if value.dtype == object:
-                assert got[key].tolist() == np.vectorize(bytes.decode)(value).tolist()
-            else:
-                np.testing.assert_array_equal(got[key], value)
-        assert client.status("fill")[0]["state"] == "AVAILABLE"
-        for inputs, says in (({"text": np.array([[b"w1"]], object)}, "rank-1 string batch"),
-                             ({"text": np.array([1])}, "DT_INT64")):
-            code, message = raw_predict(server, "fill", inputs)
+        assert "nli version 1: replayed 2 warm-up request(s)" in caplog.text
+        got = client.predict("nli", {"text": first, "text_pair": second})
+        want = direct(path, text=to_array("text", first), text_pair=to_array("p", second))
+        assert sorted(got) == ["label_ids", "labels", "probabilities"]
+        np.testing.assert_array_equal(got["probabilities"], want["probabilities"])
+        np.testing.assert_array_equal(got["label_ids"], want["label_ids"])
+        assert got["labels"].tolist() == [spec.labels[i] for i in want["label_ids"]]
+        classes = client.classify("nli", [{"text": a, "text_pair": b}
+                                          for a, b in zip(first, second)])
+        np.testing.assert_allclose([[p for _, p in c] for c in classes],
+                                   want["probabilities"], rtol=1e-6)
+        for inputs, says in (
+                ({"text": np.array([[b"w1"]], object), "text_pair": np.array([[b"w2"]], object)},
+                 "rank-1 string batch"),
+                ({"text": ["w1", "w2"], "text_pair": ["w1"]}, "batch sizes"),
+                ({"text": np.array([1]), "text_pair": np.array([1])}, "DT_INT64")):
+            code, message = raw_predict(server, "nli", inputs)
             assert code == INVALID and says in message, message
-        empty = client.predict("fill", {"text": []})
-        assert all(v.shape[0] == 0 for v in empty.values())
+        empty = client.predict("nli", {"text": [], "text_pair": []})
+        assert empty["probabilities"].shape == (0, 2)
+        capsys.readouterr()
+        assert main(["predict", "--server", f"127.0.0.1:{server.port}", "--model", "nli",
+                     "w1 w2", "--pair", "w5"]) == 0
+        label, probability, text = capsys.readouterr().out.strip().split("\t")
+        assert (label, text) == (got["labels"][0], "w1 w2")
+        assert float(probability) == pytest.approx(got["probabilities"][0].max(), abs=1e-4)
+        assert main(["predict", "--server", f"127.0.0.1:{server.port}", "--model", "nope",
+                     "w1"]) == 2
+        assert "NOT_FOUND" in capsys.readouterr().err
 
 
 def test_broken_versions_do_not_serve(server, client, root):
