@@ -8,7 +8,7 @@ code, and that the server still answers after every one.
 Cases: empty and whitespace-only strings, a 100,000-character text, invalid UTF-8, inputs
 of different batch sizes (models with two inputs), wrong dtype / rank / input name, an
 empty batch, a message over the size limit, unknown model / version / signature. The
-expected codes are kbert serve's (see kbert.serving.requests); with --tf-serving, the
+expected codes are kbert serve's (see kbert.serving.signatures); with --tf-serving, the
 over-limit message is expected to pass (real TF Serving accepts messages up to 2 GiB;
 a wrong rank or batch size it leaves to the graph, and a kbert export's graph refuses
 both with INVALID_ARGUMENT). Exit code 1 on any mismatch.

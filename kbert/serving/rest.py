@@ -33,7 +33,7 @@ from tensorflow.core.example import feature_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2)
 
-from kbert.serving import requests
+from kbert.serving import signatures
 from kbert.serving.errors import ServingError, invalid
 from kbert.serving.models import ModelRegistry
 
@@ -80,9 +80,9 @@ def _leaf(value, dtype: int):
             return value
     else:
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                           f"Conversion of JSON to type {requests.dtype_name(dtype)}")
+                           f"Conversion of JSON to type {signatures.dtype_name(dtype)}")
     raise invalid(f"JSON Value: {json.dumps(value)[:100]} not formatted correctly for "
-                  f"dtype {requests.dtype_name(dtype)}")
+                  f"dtype {signatures.dtype_name(dtype)}")
 
 
 def json_to_array(value, dtype: int) -> np.ndarray:
@@ -123,7 +123,7 @@ def json_to_array(value, dtype: int) -> np.ndarray:
         try:
             array = np.array(flat, dtype=np_type)
         except OverflowError:
-            raise invalid(f"a value does not fit {requests.dtype_name(dtype)}") from None
+            raise invalid(f"a value does not fit {signatures.dtype_name(dtype)}") from None
     return array.reshape(shape)
 
 
@@ -291,10 +291,10 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         if meta:
             servable = self._registry().get(name, version)
             request = get_model_metadata_pb2.GetModelMetadataRequest(
-                metadata_field=[requests.SIGNATURE_DEF_FIELD])
-            response = requests.metadata(servable, request)
+                metadata_field=[signatures.SIGNATURE_DEF_FIELD])
+            response = signatures.metadata(servable, request)
             signature_map = get_model_metadata_pb2.SignatureDefMap()
-            response.metadata[requests.SIGNATURE_DEF_FIELD].Unpack(signature_map)
+            response.metadata[signatures.SIGNATURE_DEF_FIELD].Unpack(signature_map)
             return {"model_spec": json_format.MessageToDict(
                         response.model_spec, preserving_proto_field_name=True,
                         always_print_fields_with_no_presence=True),
@@ -323,20 +323,20 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         if method == "regress":
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED, "kbert serve has no Regress")
         if method == "classify":
-            response = requests.classify(servable, _examples(parsed))
+            response = signatures.classify(servable, _examples(parsed))
             return {"results": [[[c.label, c.score] for c in result.classes]
                                 for result in response.result.classifications]}
         signature_name = parsed.get("signature_name", "") if isinstance(parsed, dict) else ""
         if not isinstance(signature_name, str):
             raise invalid("'signature_name' must be a string")
-        signature_name = signature_name or requests.DEFAULT_SIGNATURE
-        signature = requests.signature_of(
+        signature_name = signature_name or signatures.DEFAULT_SIGNATURE
+        signature = signatures.signature_of(
             servable, signature_name, grpc.StatusCode.INVALID_ARGUMENT,
             'Serving signature name: "{}" not found in signature def')
         arrays, format_ = parse_predict_body(parsed, signature)
-        requests.check_inputs(signature, {k: (signature.inputs[k].dtype, v.shape)
+        signatures.check_inputs(signature, {k: (signature.inputs[k].dtype, v.shape)
                                           for k, v in arrays.items()})
-        return outputs_to_json(requests.run(servable, signature_name, arrays), format_)
+        return outputs_to_json(signatures.run(servable, signature_name, arrays), format_)
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

@@ -13,7 +13,7 @@ Like TF Serving it serves the latest version of each model, loads new versions f
 disk while running (every `poll_seconds`) and unloads removed ones, replays
 `assets.extra/tf_serving_warmup_requests` before a version serves, and answers NOT_FOUND
 for an unknown model or version. Status codes for bad requests are described in
-kbert.serving.requests; inputs are checked before any graph runs.
+kbert.serving.signatures; inputs are checked before any graph runs.
 
 Differences from TF Serving: it binds 127.0.0.1 unless told otherwise (TF Serving binds
 every interface); gRPC messages are limited to `max_message_bytes` (4 MiB by default,
@@ -37,7 +37,7 @@ import grpc
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_log_pb2, prediction_service_pb2_grpc)
 
-from kbert.serving import requests
+from kbert.serving import signatures
 from kbert.serving.cli import DEFAULT_MAX_MESSAGE_BYTES
 from kbert.serving.errors import ServingError, invalid
 from kbert.serving.models import ModelRegistry, Servable
@@ -78,17 +78,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_guarded
     def Predict(self, request, context):
-        return requests.predict(self._servable(request.model_spec), request)
+        return signatures.predict(self._servable(request.model_spec), request)
 
     @_guarded
     def Classify(self, request, context):
-        return requests.classify(self._servable(request.model_spec), request)
+        return signatures.classify(self._servable(request.model_spec), request)
 
     @_guarded
     def GetModelMetadata(self, request, context):
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
-        return requests.metadata(self._servable(request.model_spec), request)
+        return signatures.metadata(self._servable(request.model_spec), request)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -114,9 +114,9 @@ def replay_warmup(servable: Servable, entry: prediction_log_pb2.PredictionLog) -
     """Runs one warm-up record (Predict and Classify logs; others are skipped)."""
     kind = entry.WhichOneof("log_type")
     if kind == "predict_log":
-        requests.predict(servable, entry.predict_log.request)
+        signatures.predict(servable, entry.predict_log.request)
     elif kind == "classify_log":
-        requests.classify(servable, entry.classify_log.request)
+        signatures.classify(servable, entry.classify_log.request)
     else:
         log.warning("%s version %d: skipped a %s warm-up record", servable.name,
                     servable.version, kind)
