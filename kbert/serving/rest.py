@@ -22,6 +22,7 @@ import http.server
 import json
 import logging
 import re
+import socket
 from typing import Any, Mapping
 
 import grpc
@@ -362,6 +363,8 @@ class RestServer(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], registry: ModelRegistry,
                  max_body_bytes: int):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, RestHandler)
         self.registry = registry
         self.max_body_bytes = max_body_bytes

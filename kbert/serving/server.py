@@ -46,7 +46,6 @@ from kbert.serving.rest import RestServer
 log = logging.getLogger(__name__)
 
 
-
 def _version(spec) -> int | None:
     if spec.HasField("version_label"):
         raise invalid("kbert serve has no version labels; ask for a version number")
