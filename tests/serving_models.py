@@ -51,6 +51,21 @@ def _module(pair: bool, seed: int) -> tf.Module:
         module.serve = tf.function(lambda text: outputs(features(text)),
                                    input_signature=[string])
         module.tokenize = tf.function(lambda text: features(text), input_signature=[string])
+
+    # TF Serving's Classify contract: serialized tf.Examples in ("inputs"), "classes"
+    # string [B, C] and "scores" float [B, C] out.
+    def classify(inputs):
+        spec = {"text": tf.io.FixedLenFeature([], tf.string)}
+        if pair:
+            spec["text_pair"] = tf.io.FixedLenFeature([], tf.string)
+        parsed = tf.io.parse_example(inputs, spec)
+        probabilities = outputs(features(parsed["text"], parsed.get("text_pair")))[
+            "probabilities"]
+        classes = tf.tile(labels[tf.newaxis], [tf.shape(inputs)[0], 1])
+        return {"classes": classes, "scores": probabilities}
+
+    module.classify = tf.function(classify, input_signature=[
+        tf.TensorSpec([None], tf.string, name="inputs")])
     # On a FIFO, `wait` (read) blocks until another request opens it with `poke` (write)
     # and the other way round: two requests that can only finish while both run at once.
     path = tf.TensorSpec([None], tf.string, name="path")
@@ -69,11 +84,13 @@ def save_classifier(root, name: str = "clf", version: int = 1, pair: bool = Fals
                     seed: int = 0) -> str:
     """Writes ROOT/NAME/VERSION/ and returns its path. Signatures: serving_default
     (text[, text_pair] -> logits [B, 3], probabilities [B, 3], label_ids int32 [B],
-    labels string [B]), tokenize (-> token_ids / segment_ids / padding_mask [B, 16]) and
-    wait / poke (path -> content / done)."""
+    labels string [B]), tokenize (-> token_ids / segment_ids / padding_mask [B, 16]),
+    classify (serialized tf.Examples -> classes / scores, TF Serving's Classify contract)
+    and wait / poke (path -> content / done)."""
     module = _module(pair, seed)
     path = os.path.join(os.fspath(root), name, str(version))
     tf.saved_model.save(module, path, signatures={
-        "serving_default": module.serve, "tokenize": module.tokenize, "wait": module.wait,
+        "serving_default": module.serve, "tokenize": module.tokenize,
+        "classify": module.classify, "wait": module.wait,
         "poke": module.poke})
     return path

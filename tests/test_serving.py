@@ -98,7 +98,7 @@ def test_predict_equals_saved_model(server, client, root):
 
 def test_metadata_and_status(client):
     signatures = client.metadata("clf")
-    assert {"serving_default", "tokenize", "wait", "poke"} <= set(signatures)
+    assert {"serving_default", "tokenize", "classify", "wait", "poke"} <= set(signatures)
     assert signatures["serving_default"]["inputs"] == {"text": (tf.string, (None,))}
     assert signatures["serving_default"]["outputs"]["probabilities"] == (tf.float32, (None, 3))
     assert signatures["tokenize"]["outputs"]["token_ids"] == (tf.int32, (None, 16))
@@ -122,6 +122,11 @@ def test_classify(client):
     with pytest.raises(ServingError, match="text_pair") as error:
         client.classify("pair", [{"text": "w1"}])
     assert error.value.code == INVALID
+    # A signature with TF Serving's Classify contract gets the serialized Examples.
+    results = client.classify("pair", [{"text": a, "text_pair": b}
+                                       for a, b in zip(TEXTS[:3], TEXTS[1:4])], "classify")
+    assert [[label for label, _ in r] for r in results] == [list(LABELS)] * 3
+    np.testing.assert_allclose([[s for _, s in r] for r in results], probabilities, rtol=1e-6)
 
 
 def test_rest_row_and_columnar(client, rest, server):
