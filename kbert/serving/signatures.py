@@ -23,6 +23,7 @@ format refuses it, as TF Serving does ("No values in 'instances' array").
 from __future__ import annotations
 
 import logging
+import re
 from typing import Mapping, Sequence
 
 import grpc
@@ -126,7 +127,10 @@ def graph_message(message: str) -> str:
             if line.strip() and line.strip() not in ("Graph execution error:",
                                                      "<stack traces unavailable>")
             and not line.startswith("Detected at node ")]
-    return " ".join(kept).replace("\t", " ") or message
+    text = " ".join(kept).replace("\t", " ")
+    # Where it happened ([[{{node x}}]], [Op:__inference_...]) means nothing to a client.
+    text = re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]", "", text).strip()
+    return text or message
 
 
 def arrays_from_protos(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
