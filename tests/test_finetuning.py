@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from finetune_helpers import keyword_rows, tiny_model_dir, write_tsv
-from kbert import cli
+from finetune_helpers import keyword_rows, keyword_task_files, settings_kwargs, write_tsv
 from kbert.finetuning import FinetuneSettings, evaluate, finetune, predict
 from kbert.tasks.classification import ClassificationTask
 from kbert.tasks.registry import get_task
@@ -16,17 +15,11 @@ from kbert.tasks.registry import get_task
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ft")
-    return {"root": root, "model": tiny_model_dir(root / "pre"),
-            "train": write_tsv(root / "train.tsv", keyword_rows(320, seed=1)),
-            "dev": write_tsv(root / "dev.tsv", keyword_rows(60, seed=2))}
+    return keyword_task_files(tmp_path_factory.mktemp("ft"))
 
 
 def _settings(data, out, **changes):
-    values = dict(model=data["model"], train=data["train"], eval=data["dev"], out=str(out),
-                  seq_len=16, epochs=3, batch_size=16, learning_rate=1e-3)
-    values.update(changes)
-    return FinetuneSettings(**values)
+    return FinetuneSettings(**settings_kwargs(data, out, **changes))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +106,7 @@ def test_regression_pairs_without_eval(data, tmp_path):
     rows = keyword_rows(64, seed=3, pair=True)
     rows = [(t, p, 1.0 if label == "good" else 0.0) for t, p, label in rows]
     train = write_tsv(tmp_path / "sts.tsv", rows, pair=True)
-    options = {"pair_column": "pair", "regression": True}
+    options = {"pair_column": "pair"}  # the "regression" task regresses by default
     result = finetune(get_task("regression"), _settings(
         data, tmp_path / "run", train=train, eval=None, epochs=2, options=options),
         verbose=0)
@@ -125,53 +118,6 @@ def test_regression_pairs_without_eval(data, tmp_path):
     assert set(scores) == {"pearson", "spearman", "mse"}
     got = predict(result.model_dir, [("w1 good", "w2")])
     assert set(got[0]) == {"source", "score"} and isinstance(got[0]["score"], float)
-
-
-def test_cli_finetune_evaluate_predict(data, tmp_path, capsys):
-    out = str(tmp_path / "cli")
-    argv = ["finetune", "classify", "--model", data["model"], "--train", data["train"],
-            "--eval", data["dev"], "--out", out, "--seq-len", "16", "--epochs", "1",
-            "--batch-size", "32", "--learning-rate", "1e-3"]
-    assert cli.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "best epoch 1: accuracy" in printed and f"{out}/model" in printed
-    assert cli.main(argv) == 2
-    assert "already exists" in capsys.readouterr().err
-
-    assert cli.main(["evaluate", f"{out}/model", "--data", data["dev"]]) == 0
-    printed = capsys.readouterr().out
-    with open(os.path.join(out, "eval_dev.json")) as f:
-        written = json.load(f)["metrics"]
-    with open(os.path.join(out, "metrics.json")) as f:
-        assert written == pytest.approx(json.load(f)["best"])
-    assert f"accuracy: {written['accuracy']:.4f}" in printed
-
-    assert cli.main(["predict", f"{out}/model", "w1 good w2", "bad"]) == 0
-    lines = capsys.readouterr().out.strip().split("\n")
-    assert [line.split("\t")[2] for line in lines] == ["w1 good w2", "bad"]
-    assert all(line.split("\t")[0] in ("good", "bad") for line in lines)
-
-    # Same settings through the Python API: the same run (seeded), to the last digit.
-    again = finetune(get_task("classify"), _settings(data, tmp_path / "again", epochs=1,
-                                                     batch_size=32), verbose=0)
-    with open(os.path.join(out, "metrics.json")) as f:
-        first = json.load(f)
-    assert again.metrics["epochs"][0]["loss"] == first["epochs"][0]["loss"]
-    assert again.metrics["best"] == first["best"]
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["predict", "--server", "localhost:1", "text"], "--server needs --model NAME"),
-    (["predict", "dir_only"], "give the model directory and at least one text"),
-    (["finetune", "classify", "--model", "m", "--train", "t", "--out", "o",
-      "--option", "novalue"], "expected KEY=VALUE"),
-    (["finetune", "classify", "--model", "nowhere", "--train", "t", "--out", "o"],
-     "--model nowhere: no such file"),
-])
-def test_cli_errors(argv, message, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(argv) == 2
-    assert message in capsys.readouterr().err
 
 
 def test_registry():

@@ -96,7 +96,8 @@ def test_reader_v2_and_bad_answers(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("data, message", [
-    ([{"title": "t", "paragraphs": [{"qas": []}]}], r"missing key 'data\[0\].paragraphs\[0\].context'"),
+    ([{"title": "t", "paragraphs": [{"qas": []}]}],
+     r"missing key 'data\[0\].paragraphs\[0\].context'"),
     ([{"paragraphs": [{"context": "x", "qas": [{"id": "a", "question": "q"}]}]}],
      r"missing key 'data\[0\].paragraphs\[0\].qas\[0\].answers'"),
     ([{"paragraphs": [{"context": "x", "qas": [

@@ -78,7 +78,8 @@ def test_jsonl_numbers_and_booleans_as_written(tmp_path):
     ("o.jsonl", '["a", 1]\n', {}, r"o.jsonl: line 1: expected a JSON object, got list"),
     ("n.jsonl", '{"text": ["a"], "label": 1}\n', {},
      r"n.jsonl: line 1: field 'text' \(text\) must be a string or a number, got list"),
-    ("x.tsv", "text\tlabel\n", {"text_column": 0}, r"x.tsv: give all columns as names or all as numbers"),
+    ("x.tsv", "text\tlabel\n", {"text_column": 0},
+     r"x.tsv: give all columns as names or all as numbers"),
     ("x.xml", "<a/>", {}, r"x.xml: unknown file type '.xml'"),
 ])
 def test_errors_name_file_line_field(tmp_path, name, content, kwargs, message):

@@ -7,6 +7,7 @@ that only loads and inspects exports stays light.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -117,7 +118,9 @@ def inspect_saved_model(path: str | os.PathLike) -> dict:
         {"path": the version directory,
          "signatures": {name: {"inputs": {key: (dtype, shape)}, "outputs": {...}}},
          "custom_ops": sorted op types outside core TF,
-         "variables_bytes": size of variables/ on disk}
+         "variables_bytes": size of variables/ on disk,
+         "export": kbert's assets.extra/kbert_export.json (kind, seq_len, precision,
+             versions) or None}
         dtype as a name ("string", "int32", ...), shape a list with None for unknown
         dimensions, or None for unknown rank.
     """
@@ -144,8 +147,13 @@ def inspect_saved_model(path: str | os.PathLike) -> dict:
     variables = os.path.join(path, "variables")
     size = sum(os.path.getsize(os.path.join(variables, f)) for f in os.listdir(variables)
                ) if os.path.isdir(variables) else 0
+    info_file = os.path.join(path, "assets.extra", "kbert_export.json")
+    export = None
+    if os.path.isfile(info_file):
+        with open(info_file, encoding="utf-8") as f:
+            export = json.load(f)
     return {"path": path, "signatures": signatures, "custom_ops": sorted(custom_ops(path)),
-            "variables_bytes": size}
+            "variables_bytes": size, "export": export}
 
 
 def format_inspection(info: dict) -> str:
@@ -155,6 +163,11 @@ def format_inspection(info: dict) -> str:
             "?" if d is None else str(d) for d in s) + "]"
 
     lines = [info["path"]]
+    if info.get("export"):
+        e = info["export"]
+        lines.append(f"kbert export: {e['kind']}, T={e['seq_len']}, {e['precision']} "
+                     f"(kbert {e['kbert']}, TensorFlow {e['tensorflow']}, "
+                     f"tensorflow-text {e['tensorflow_text']})")
     for name, sig in info["signatures"].items():
         lines.append(f"signature {name}:")
         for kind in ("inputs", "outputs"):

@@ -21,6 +21,7 @@ writes every weight twice, FIELD_NOTES.)
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -38,6 +39,8 @@ KINDS = ("fill-mask", "embedding", "classification", "regression", "tagging", "q
 PRECISIONS = ("float32", "bfloat16")
 SIGNATURES = ("serving_default", "tokenize", "encode")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# What was exported and with what (kind, T, precision, versions); `kbert inspect` shows it.
+INFO_FILE = os.path.join("assets.extra", "kbert_export.json")
 MODELS_CONFIG = "models.config"
 DEFAULT_SEQ_LEN = 128
 
@@ -115,9 +118,9 @@ class ServingModule(tf.Module):
                 return fn(inputs)
 
             def empty():
-                # The outputs of one empty string, cut to zero rows: the right dtypes and
+                # The outputs of a one-word text, cut to zero rows: the right dtypes and
                 # inner shapes for any kind (tokenize's windows included).
-                outputs = fn({name: tf.constant([""]) for name in names})
+                outputs = fn({name: tf.constant(["x"]) for name in names})
                 return {k: v[:0] if v.shape.rank else v for k, v in outputs.items()}
 
             batch = tf.shape(inputs[names[0]])[0]
@@ -356,9 +359,10 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
                                 top_k=top_k, pooling=pooling, normalize=normalize)
     module = ServingModule(graph)
     signatures = module.concrete_functions()
+    info = export_info(graph, model_dir, precision)
     try:
         _write(module, signatures, out, name, graph.examples if warmup else None,
-               tflite, quantize, model_dir)
+               tflite, quantize, model_dir, info)
     except OSError as error:
         if os.path.isdir(out) and not isinstance(error, FileExistsError):
             raise FileExistsError(f"{out} was written by another export meanwhile; "
@@ -371,12 +375,29 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
     return out
 
 
-def _write(module, signatures, out, name, examples, tflite, quantize, model_dir) -> None:
+def export_info(graph: ServingGraph, model_dir: str, precision: str) -> dict:
+    """The content of assets.extra/kbert_export.json."""
+    import tensorflow_text
+
+    import kbert
+
+    return {"kind": graph.kind, "inputs": list(graph.input_names), "seq_len": graph.seq_len,
+            "precision": precision, "model_dir": os.path.abspath(model_dir),
+            "kbert": kbert.__version__, "tensorflow": tf.__version__,
+            "tensorflow_text": tensorflow_text.__version__}
+
+
+def _write(module, signatures, out, name, examples, tflite, quantize, model_dir,
+           info) -> None:
     """Everything of a version goes into the hidden temporary directory first."""
     with atomic_directory(out) as tmp:
         tf.saved_model.save(module, tmp, signatures=signatures,
                             options=tf.saved_model.SaveOptions(
                                 experimental_custom_gradients=False))
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2)
+            f.write("\n")
         if examples is not None:
             write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, examples)
         if tflite:

@@ -140,7 +140,8 @@ class ClassificationTask(Task):
     """Single-text or pair classification, or regression (`regression=True`).
 
     Options (CLI flags): `text_column` ("text"), `pair_column` (None: single texts),
-    `label_column` ("label") for reading; `regression` (False), `doc_stride` (T - 2: windows
+    `label_column` ("label") for reading; `regression` (the constructor's `regression`,
+    False unless the task came as "regression" from the registry), `doc_stride` (T - 2: windows
     side by side), `metric` ("accuracy"; or "f1", "macro_f1", "matthews_corrcoef": picks
     the best epoch of classification; regression always uses "pearson"), `truncation`
     ("longest_first") for the spec.
@@ -148,8 +149,9 @@ class ClassificationTask(Task):
 
     command = "classify"
 
-    def __init__(self, metric: str = "accuracy"):
+    def __init__(self, metric: str = "accuracy", regression: bool = False):
         self._metric = _check_metric(metric)
+        self._regression = bool(regression)
 
     # reading -------------------------------------------------------------------------
     def read(self, path: str, **options) -> list[TextExample]:
@@ -172,7 +174,7 @@ class ClassificationTask(Task):
             raise ValueError("no training examples")
         self._metric = _check_metric(options.get("metric") or self._metric)
         pair = train_examples[0].text_pair is not None
-        regression = bool(options.get("regression", False))
+        regression = bool(options.get("regression", self._regression))
         common = dict(seq_len=seq_len, pair=pair,
                       doc_stride=int(options.get("doc_stride") or seq_len - 2),
                       truncation=options.get("truncation") or "longest_first")

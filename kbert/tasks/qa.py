@@ -97,7 +97,8 @@ class QATask(Task):
             half = tf.fill(tf.shape(start_pos), 0.5)
             return x, y, {"start_logits": half, "end_logits": half}
 
-        ds = ds.batch(_EXAMPLE_CHUNK).map(featurize).unbatch()
+        ds = ds.batch(_EXAMPLE_CHUNK).map(featurize, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.unbatch()
         if training:
             # Windows of one long context would otherwise sit in the same batch.
             ds = ds.shuffle(1024, seed=seed + 1)

@@ -125,8 +125,8 @@ def answer_text(context: tf.Tensor, start_byte: tf.Tensor, end_byte: tf.Tensor
     start = tf.maximum(start_byte, 0)
     answer = tf.strings.substr(context, start, tf.maximum(end_byte - start, 0), unit="BYTE")
     answer = tf.where(has, answer, "")
-    start_char = tf.strings.length(tf.strings.substr(context, tf.zeros_like(start), start, unit="BYTE"),
-                                   unit="UTF8_CHAR")
+    before = tf.strings.substr(context, tf.zeros_like(start), start, unit="BYTE")
+    start_char = tf.strings.length(before, unit="UTF8_CHAR")
     end_char = start_char + tf.strings.length(answer, unit="UTF8_CHAR")
     return {"answer": answer, "start_char": tf.where(has, start_char, -1),
             "end_char": tf.where(has, end_char, -1)}

@@ -1,0 +1,79 @@
+"""The classification and embedding serving graphs (strings -> probabilities / labels /
+embeddings): only core TF ops plus the tokenizer's two tf-text ops, and they convert to
+TFLite builtins + those two custom ops with the same results."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from finetune_helpers import tiny_model_dir
+from kbert.tasks.classification import ClassificationTask
+from kbert.tasks.embeddings import embedding_serving_outputs
+from kbert.tasks.spec import TaskSpec
+from kbert.tasks.task_dir import load_task_model
+from kbert.model_dir import load_model
+from kbert.text import Tokenizer
+from test_tokenizer import _op_types
+
+TEXTS = ["w1 good w2", " ".join(f"w{i % 40}" for i in range(30)), "bad"]
+
+
+class Graph(tf.Module):
+    """Tracks only the raw variables and calls the model through a closure (FIELD_NOTES:
+    how a Keras model converts to TFLite with its weights)."""
+
+    def __init__(self, model, fn):
+        super().__init__()
+        self.weights = [v.value for v in model.weights]
+        self.serve = tf.function(fn, input_signature=[tf.TensorSpec([None], tf.string,
+                                                                    name="text")])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    # The encoder's exact GELU lowers to Erfc, which has no TFLite builtin (the export's
+    # concern); these tests are about the text, window and pooling ops around it.
+    return tiny_model_dir(tmp_path_factory.mktemp("graph") / "pre",
+                          activation="gelu_approximate")
+
+
+def _tflite(module):
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.serve.get_concrete_function()], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = True
+    interpreter_module = pytest.importorskip("tensorflow.lite.python.interpreter")
+    interpreter = interpreter_module.InterpreterWithCustomOps(
+        model_content=converter.convert(),
+        custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)
+    return interpreter.get_signature_runner()
+
+
+def test_classification_graph_ops_and_tflite(model_dir):
+    task = ClassificationTask()
+    # T = 12: the 30-word text becomes 3 windows of 10 tokens.
+    spec = TaskSpec("classification", labels=("bad", "good", "meh"), seq_len=12)
+    model, spec, checkpoint = load_task_model(model_dir, spec=spec)
+    tokenizer = Tokenizer(checkpoint.vocab)
+    module = Graph(model, lambda text: task.serving_outputs(model, tokenizer, spec,
+                                                            {"text": text}))
+    ops = _op_types(module.serve.get_concrete_function())
+    assert {op for op in ops if not hasattr(tf.raw_ops, op)} == {
+        "FastBertNormalize", "FastWordpieceTokenizeWithOffsets"}
+    assert not {"RaggedGather", "RaggedRange", "UnsortedSegmentSum"} & ops
+    want = {k: v.numpy() for k, v in module.serve(tf.constant(TEXTS)).items()}
+    got = _tflite(module)(text=np.array(TEXTS, dtype=object))
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+    np.testing.assert_array_equal(got["label_ids"], want["label_ids"])
+    assert [bytes(x) for x in got["labels"]] == list(want["labels"])
+
+
+def test_embedding_graph_tflite(model_dir):
+    model = load_model(model_dir)
+    tokenizer = Tokenizer(model_dir + "/vocab.txt")
+    module = Graph(model, lambda text: embedding_serving_outputs(
+        model, tokenizer, {"text": text}, seq_len=16, pooling="mean", normalize=True))
+    want = module.serve(tf.constant(TEXTS))["embeddings"].numpy()
+    got = _tflite(module)(text=np.array(TEXTS, dtype=object))["embeddings"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
