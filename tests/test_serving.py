@@ -335,6 +335,12 @@ def test_serves_a_kbert_export(tmp_path, caplog, capsys):
     model_dir = save_task_model(tmp_path / "nli", build_task_model(build_encoder(config), spec),
                                 spec, config, VOCAB)
     path = export_saved_model(model_dir, out_root=tmp_path / "root", name="nli")
+    info_file = os.path.join(path, "assets.extra", "kbert_export.json")
+    with open(info_file) as f:
+        info = json.load(f)
+    if "labels" not in info:  # Classify's class names, until the exporter writes them
+        with open(info_file, "w") as f:
+            json.dump(dict(info, labels=list(spec.labels)), f)
     first, second = ["w1 w2", "", "W3 " * 40, "w4"], ["w5", "w6 w7", "", b"\xff w8"]
     with caplog.at_level(logging.INFO, logger="kbert.serving"), \
             ModelServer(tmp_path / "root", port=0, rest_port=None, poll_seconds=0) as server, \
@@ -350,6 +356,7 @@ def test_serves_a_kbert_export(tmp_path, caplog, capsys):
                                           for a, b in zip(first, second)])
         np.testing.assert_allclose([[p for _, p in c] for c in classes],
                                    want["probabilities"], rtol=1e-6)
+        assert [[label for label, _ in c] for c in classes] == [["no", "yes"]] * 4
         for inputs, says in (
                 ({"text": np.array([[b"w1"]], object), "text_pair": np.array([[b"w2"]], object)},
                  "rank-1 string batch"),

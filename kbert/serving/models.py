@@ -14,6 +14,7 @@ request in flight, and no lock is held while a model runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SAVED_MODEL_FILE = "saved_model.pb"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+EXPORT_INFO_FILE = os.path.join("assets.extra", "kbert_export.json")
 # TF Serving replays at most this many warm-up records (saved_model_warmup_util).
 MAX_WARMUP_RECORDS = 1000
 
@@ -48,6 +50,8 @@ class Servable:
             GetModelMetadata reports them, `__saved_model_init_op` included).
         functions: the callable signatures: name -> concrete function taking the
             signature's inputs as keyword tensors and returning a dict of tensors.
+        info: a kbert export's assets.extra/kbert_export.json ({} for other
+            SavedModels); Classify takes class names from its "labels".
     """
 
     name: str
@@ -56,6 +60,7 @@ class Servable:
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
     functions: Mapping[str, Callable]
     loaded: object = dataclasses.field(repr=False, default=None)  # keeps variables alive
+    info: Mapping = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -86,7 +91,8 @@ def load_servable(name: str, version: int, path: str,
     loaded = load(path)  # registers the tf-text ops; MissingOpError names a missing op
     servable = Servable(name=name, version=version, path=path,
                         signature_defs=read_signature_defs(path),
-                        functions=dict(loaded.signatures), loaded=loaded)
+                        functions=dict(loaded.signatures), loaded=loaded,
+                        info=read_export_info(path))
     warmup_file = os.path.join(path, WARMUP_FILE)
     if warmup is not None and os.path.isfile(warmup_file):
         count = 0
@@ -96,6 +102,19 @@ def load_servable(name: str, version: int, path: str,
             count += 1
         log.info("%s version %d: replayed %d warm-up request(s)", name, version, count)
     return servable
+
+
+def read_export_info(path: str) -> dict:
+    """assets.extra/kbert_export.json of a kbert export, {} when there is none."""
+    info_file = os.path.join(path, EXPORT_INFO_FILE)
+    if not os.path.isfile(info_file):
+        return {}
+    with open(info_file, encoding="utf-8") as f:
+        try:
+            info = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{info_file}: not valid JSON ({error})") from None
+    return info if isinstance(info, dict) else {}
 
 
 def find_versions(model_dir: str) -> dict[int, str]:

@@ -194,7 +194,8 @@ def metadata(servable: Servable, request: get_model_metadata_pb2.GetModelMetadat
 # signature is run that way here. A kbert string signature (inputs `text`, `text_pair`, ...)
 # is run with each Example's bytes feature of that name as the input, and its
 # `probabilities` (or `scores`) [B, C] as the scores; class labels come from a `classes`
-# output [B, C] when the signature has one, otherwise they are the class ids as strings.
+# output [B, C] when the signature has one, else from the "labels" list of a kbert export's
+# assets.extra/kbert_export.json, else they are the class ids as strings.
 
 CLASSIFY_INPUTS, CLASSES, SCORES = "inputs", "classes", "scores"
 
@@ -245,6 +246,9 @@ def classify(servable: Servable, request: classification_pb2.ClassificationReque
             raise invalid(f"Expected Tensor shape: [batch_size num_classes] for '{key}' but "
                           f"got {list(value.shape)}")
     num_classes = (classes if classes is not None else scores).shape[1]
+    names = servable.info.get("labels")
+    if not (isinstance(names, list) and len(names) == num_classes):
+        names = [str(c) for c in range(num_classes)]
     response = classification_pb2.ClassificationResponse()
     fill_model_spec(response.model_spec, servable, name)
     for i in range(batch):
@@ -252,7 +256,7 @@ def classify(servable: Servable, request: classification_pb2.ClassificationReque
         for c in range(num_classes):
             item = result.classes.add()
             item.label = (classes[i, c].decode("utf-8", "replace") if classes is not None
-                          else str(c))
+                          else str(names[c]))
             if scores is not None:
                 item.score = float(scores[i, c])
     return response
