@@ -9,6 +9,8 @@ import sys
 
 from kbert import finetune_cli
 from kbert.errors import TrainingDiverged
+from kbert.serving.cli import add_parser as add_serve_parser
+from kbert.serving.errors import ServingError
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -133,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(commands)
     finetune_cli.add_parsers(commands)  # finetune, evaluate, predict, embed
     __import__("kbert.export.cli", fromlist=["add_parsers"]).add_parsers(commands)
+    add_serve_parser(commands)
     return parser
 
 
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged,
+            ServingError) as error:
         print(f"kbert {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,50 @@
+"""`kbert serve`: the command's flags (this module stays light: the server, gRPC and
+TensorFlow are imported only when the command runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def _serve_command(args: argparse.Namespace) -> None:
+    from kbert.serving.server import ModelServer, serve
+
+    server = ModelServer(args.root, port=args.port,
+                         rest_port=None if args.no_rest else args.rest_port, host=args.host,
+                         poll_seconds=args.poll_seconds,
+                         max_message_bytes=args.max_message_bytes, threads=args.threads,
+                         warmup=not args.no_warmup)
+
+    def ready(s) -> None:
+        rest = f", REST http://{s.host}:{s.rest_port}" if s.rest_port is not None else ""
+        print(f"serving {', '.join(s.registry.names()) or 'no model yet'} from {s.root}: "
+              f"gRPC {s.host}:{s.port}{rest} (Ctrl-C or SIGTERM stops)", flush=True)
+
+    serve(server, on_ready=ready)
+
+
+def add_parser(commands) -> None:
+    """Adds `kbert serve` to the CLI's subcommands."""
+    p = commands.add_parser(
+        "serve", help="serve exported models over TF Serving's gRPC and REST APIs",
+        description="Serves ROOT/NAME/VERSION/ SavedModels (as `kbert export` writes them) "
+                    "with TF Serving's PredictionService / ModelService gRPC API and its "
+                    "REST API: the latest version of each NAME, new versions picked up "
+                    "while running.")
+    p.add_argument("root", nargs="?", default="saved_models", metavar="ROOT",
+                   help="model base directory (default: saved_models)")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
+    p.add_argument("--rest-port", type=int, default=8501, help="REST port (0: any free port)")
+    p.add_argument("--no-rest", action="store_true", help="no REST server")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--poll-seconds", type=float, default=2.0,
+                   help="how often ROOT is scanned for new versions (0: never)")
+    p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                   help="largest request (default 4 MiB; RESOURCE_EXHAUSTED above)")
+    p.add_argument("--threads", type=int, default=16, help="requests served at once")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="do not replay assets.extra/tf_serving_warmup_requests")
+    p.set_defaults(run=_serve_command)

@@ -1,0 +1,248 @@
+"""The models a server serves: `ROOT/NAME/VERSION/` SavedModels, loaded and kept current.
+
+As TF Serving with its default version policy (latest 1): for every NAME under ROOT the
+highest numeric VERSION that holds a `saved_model.pb` is served; a new version found by
+`poll` is loaded (and warmed up) beside the old one and swapped in when ready, the old one
+is unloaded, and a NAME that disappears is unloaded. Directories whose name is not a
+number (such as the hidden `.N.tmp-*` a kbert export writes before renaming it into
+place) are ignored, so a half-written version is never loaded.
+
+Requests hold a reference to the `Servable` they started with: a swap never disturbs a
+request in flight, and no lock is held while a model runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from typing import Callable, Mapping
+
+import grpc
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
+
+from kbert.export import load
+from kbert.serving.errors import ServingError, not_found, status_code
+
+log = logging.getLogger(__name__)
+
+SAVED_MODEL_FILE = "saved_model.pb"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+EXPORT_INFO_FILE = os.path.join("assets.extra", "kbert_export.json")
+# TF Serving replays at most this many warm-up records (saved_model_warmup_util).
+MAX_WARMUP_RECORDS = 1000
+
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+@dataclasses.dataclass(frozen=True)
+class Servable:
+    """One loaded version of a model.
+
+    Attributes:
+        name, version, path: where it came from.
+        signature_defs: every SignatureDef in saved_model.pb (as TF Serving's
+            GetModelMetadata reports them, `__saved_model_init_op` included).
+        functions: the callable signatures: name -> concrete function taking the
+            signature's inputs as keyword tensors and returning a dict of tensors.
+        info: a kbert export's assets.extra/kbert_export.json ({} for other
+            SavedModels); Classify takes class names from its "labels".
+    """
+
+    name: str
+    version: int
+    path: str
+    signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
+    functions: Mapping[str, Callable]
+    loaded: object = dataclasses.field(repr=False, default=None)  # keeps variables alive
+    info: Mapping = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class VersionStatus:
+    state: int  # get_model_status_pb2.ModelVersionStatus.State
+    error_code: grpc.StatusCode = grpc.StatusCode.OK
+    error_message: str = ""
+
+
+def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of the SavedModel in directory `path` (first meta graph)."""
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, SAVED_MODEL_FILE), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    if not saved_model.meta_graphs:
+        raise ValueError(f"{path}: saved_model.pb has no meta graph")
+    return dict(saved_model.meta_graphs[0].signature_def)
+
+
+def load_servable(name: str, version: int, path: str,
+                  warmup: Callable[[Servable, prediction_log_pb2.PredictionLog], None]
+                  | None = None) -> Servable:
+    """Loads `path` and replays its warm-up requests (if `warmup` and the file exist).
+
+    Raises whatever loading raises; a warm-up request that fails fails the load, as in
+    TF Serving.
+    """
+    loaded = load(path)  # registers the tf-text ops; MissingOpError names a missing op
+    servable = Servable(name=name, version=version, path=path,
+                        signature_defs=read_signature_defs(path),
+                        functions=dict(loaded.signatures), loaded=loaded,
+                        info=read_export_info(path))
+    warmup_file = os.path.join(path, WARMUP_FILE)
+    if warmup is not None and os.path.isfile(warmup_file):
+        count = 0
+        for record in tf.data.TFRecordDataset(warmup_file).take(MAX_WARMUP_RECORDS):
+            entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            warmup(servable, entry)
+            count += 1
+        log.info("%s version %d: replayed %d warm-up request(s)", name, version, count)
+    return servable
+
+
+def read_export_info(path: str) -> dict:
+    """assets.extra/kbert_export.json of a kbert export, {} when there is none."""
+    info_file = os.path.join(path, EXPORT_INFO_FILE)
+    if not os.path.isfile(info_file):
+        return {}
+    with open(info_file, encoding="utf-8") as f:
+        try:
+            info = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{info_file}: not valid JSON ({error})") from None
+    return info if isinstance(info, dict) else {}
+
+
+def find_versions(model_dir: str) -> dict[int, str]:
+    """Numeric version directories of `model_dir` that hold a saved_model.pb."""
+    versions = {}
+    try:
+        entries = os.listdir(model_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return versions
+    for entry in entries:
+        path = os.path.join(model_dir, entry)
+        if entry.isdigit() and os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+            versions[int(entry)] = path
+    return versions
+
+
+class ModelRegistry:
+    """The servables of one ROOT directory; `poll()` brings them in line with the disk.
+
+    Args:
+        root: the model base directory, ROOT/NAME/VERSION/.
+        warmup: called as warmup(servable, PredictionLog) for each warm-up record of a
+            version being loaded (None: no warm-up).
+    """
+
+    def __init__(self, root: str | os.PathLike,
+                 warmup: Callable[[Servable, prediction_log_pb2.PredictionLog], None]
+                 | None = None):
+        self.root = os.path.abspath(os.fspath(root))
+        self._warmup = warmup
+        # Guards the three dicts below; held only to read or swap entries, never while a
+        # model loads or runs.
+        self._lock = threading.Lock()
+        self._serving: dict[str, Servable] = {}
+        self._statuses: dict[str, dict[int, VersionStatus]] = {}
+        self._failed: dict[tuple[str, int], float] = {}  # (name, version) -> pb mtime
+        self._poll_lock = threading.Lock()  # one poll at a time
+
+    def get(self, name: str, version: int | None = None) -> Servable:
+        """The servable for a request; NOT_FOUND (TF Serving's message) if there is none."""
+        with self._lock:
+            servable = self._serving.get(name)
+        if servable is None or (version is not None and servable.version != version):
+            request = f"Specific({name}, {version})" if version is not None else \
+                f"Latest({name})"
+            raise not_found(f"Servable not found for request: {request}")
+        return servable
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._serving)
+
+    def status(self, name: str, version: int | None = None) -> list[tuple[int, VersionStatus]]:
+        """[(version, VersionStatus)] of every version of `name` this server has seen
+        (AVAILABLE while served, END once unloaded or after a failed load)."""
+        with self._lock:
+            versions = dict(self._statuses.get(name, {}))
+        if version is not None:
+            if version not in versions:
+                raise not_found(f"Could not find version {version} of model {name}")
+            return [(version, versions[version])]
+        if not versions:
+            raise not_found(f"Could not find any versions of model {name}")
+        return sorted(versions.items())
+
+    def poll(self) -> None:
+        """Loads new latest versions, unloads what is gone. Load errors are logged (and
+        shown by `status`); the previous version keeps serving."""
+        with self._poll_lock:
+            try:
+                names = sorted(entry for entry in os.listdir(self.root)
+                               if not entry.startswith(".")
+                               and os.path.isdir(os.path.join(self.root, entry)))
+            except FileNotFoundError:
+                names = []
+            wanted = {}
+            for name in names:
+                versions = find_versions(os.path.join(self.root, name))
+                if versions:
+                    latest = max(versions)
+                    wanted[name] = (latest, versions[latest])
+            for name in sorted(set(self._serving) - set(wanted)):
+                self._unload(name, reason="its directory has no version any more")
+            for name, (version, path) in wanted.items():
+                current = self._serving.get(name)
+                if current is None or current.version != version:
+                    self._load(name, version, path)
+
+    def _load(self, name: str, version: int, path: str) -> None:
+        mtime = os.path.getmtime(os.path.join(path, SAVED_MODEL_FILE))
+        if self._failed.get((name, version)) == mtime:
+            return  # failed before and unchanged since: logged already
+        self._set_status(name, version, VersionStatus(State.LOADING))
+        start = time.perf_counter()
+        try:
+            servable = load_servable(name, version, path, self._warmup)
+        except Exception as error:  # a broken export must not stop the server
+            code = error.code if isinstance(error, ServingError) else (
+                status_code(error.error_code) if isinstance(error, tf.errors.OpError)
+                else grpc.StatusCode.UNKNOWN)
+            message = f"{type(error).__name__}: {error}"
+            log.error("could not load %s version %d from %s: %s", name, version, path,
+                      message)
+            self._failed[(name, version)] = mtime
+            self._set_status(name, version, VersionStatus(State.END, code, message))
+            return
+        with self._lock:
+            old = self._serving.get(name)
+            self._serving[name] = servable
+            self._statuses.setdefault(name, {})[version] = VersionStatus(State.AVAILABLE)
+            if old is not None:
+                self._statuses[name][old.version] = VersionStatus(State.END)
+        signatures = ", ".join(sorted(servable.functions))
+        log.info("loaded %s version %d from %s in %.1f s (signatures: %s)", name, version,
+                 path, time.perf_counter() - start, signatures)
+        if old is not None:
+            log.info("unloaded %s version %d (version %d is newer)" if old.version < version
+                     else "unloaded %s version %d (version %d replaces it)",
+                     name, old.version, version)
+
+    def _unload(self, name: str, reason: str) -> None:
+        with self._lock:
+            old = self._serving.pop(name, None)
+            if old is not None:
+                self._statuses.setdefault(name, {})[old.version] = VersionStatus(State.END)
+        if old is not None:
+            log.info("unloaded %s version %d: %s", name, old.version, reason)
+
+    def _set_status(self, name: str, version: int, status: VersionStatus) -> None:
+        with self._lock:
+            self._statuses.setdefault(name, {})[version] = status
