@@ -78,6 +78,12 @@ def export_tflite(source: str | os.PathLike, out_path: str | os.PathLike,
             raise ValueError(f"{source} is an exported SavedModel, its sequence length and "
                              "graph are fixed; seq_len and graph options apply only to a "
                              "model directory")
+        if _export_kind(source) == "qa":
+            raise ValueError(f"{source} is a QA export: its answer text needs string ops "
+                             "TFLite has no builtins for; convert the model directory "
+                             "instead (`kbert export MODEL_DIR --tflite` or "
+                             "export_tflite(MODEL_DIR, ...)), which stops the graph at the "
+                             "answer span")
         content = convert_saved_model(source, quantize)
         _write_atomically(out_path, content)
     else:
@@ -360,6 +366,20 @@ def _answer_text(context: np.ndarray, start_byte: np.ndarray,
         ends.append(first + len(answer.decode("utf-8", errors="replace")))
     return {"answer": np.array(answers, dtype=object).reshape([len(answers)]),
             "start_char": np.array(starts, np.int32), "end_char": np.array(ends, np.int32)}
+
+
+def _export_kind(saved_model_dir: str) -> str | None:
+    """The kind recorded in a kbert export's assets.extra/kbert_export.json (None when
+    there is no such file)."""
+    import json
+
+    from kbert.export.saved_model import INFO_FILE
+
+    path = os.path.join(saved_model_dir, INFO_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("kind")
 
 
 def _is_saved_model(path: str) -> bool:
