@@ -402,7 +402,8 @@ def _write(module, signatures, out, name, examples, tflite, quantize, model_dir,
             write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, examples)
         if tflite:
             from kbert.export.tflite import TFLITE_FILE, write_module_tflite
-            write_module_tflite(module, os.path.join(tmp, TFLITE_FILE), quantize, model_dir)
+            write_module_tflite(module, os.path.join(tmp, TFLITE_FILE), quantize, model_dir,
+                                info["seq_len"])
         # mkdtemp made it 0700: a serving container running as another user must read it.
         umask = os.umask(0)
         os.umask(umask)

@@ -18,6 +18,12 @@ directory, next to saved_model.pb. That is TF Serving's own place for it (its
 default TF Serving reads only saved_model.pb, variables/, assets/ and assets.extra/ and
 ignores the file.
 
+QA: the SavedModel cuts the answer out of the context with Substr / StringLength, which
+have no TFLite builtins. The TFLite model of a QA export stops at the span: `start_byte`,
+`end_byte` int32 [B] (UTF-8 byte offsets into `context`, -1 for no answer) and `score`;
+`TFLiteModel` then adds `answer`, `start_char` and `end_char` in Python, as the
+SavedModel's graph computes them, so both return the same outputs.
+
 Quantization (`quantize`):
     None        float32 weights and compute.
     "dynamic"   dynamic-range int8: weights stored as int8 (about 4x smaller), matrix
@@ -72,6 +78,12 @@ def export_tflite(source: str | os.PathLike, out_path: str | os.PathLike,
             raise ValueError(f"{source} is an exported SavedModel, its sequence length and "
                              "graph are fixed; seq_len and graph options apply only to a "
                              "model directory")
+        if _export_kind(source) == "qa":
+            raise ValueError(f"{source} is a QA export: its answer text needs string ops "
+                             "TFLite has no builtins for; convert the model directory "
+                             "instead (`kbert export MODEL_DIR --tflite` or "
+                             "export_tflite(MODEL_DIR, ...)), which stops the graph at the "
+                             "answer span")
         content = convert_saved_model(source, quantize)
         _write_atomically(out_path, content)
     else:
@@ -81,8 +93,8 @@ def export_tflite(source: str | os.PathLike, out_path: str | os.PathLike,
                              "nor a kbert model directory (config.json, weights.safetensors)")
         from kbert.export.saved_model import ServingModule, build_serving_graph
 
-        module = ServingModule(build_serving_graph(source, seq_len=seq_len, **graph_options))
-        write_module_tflite(module, out_path, quantize, source)
+        graph = build_serving_graph(source, seq_len=seq_len, **graph_options)
+        write_module_tflite(ServingModule(graph), out_path, quantize, source, graph.seq_len)
     return os.fspath(out_path)
 
 
@@ -99,9 +111,15 @@ def check_tflite_options(tflite: bool, quantize: str | None, precision: str = "f
 
 
 def write_module_tflite(module, out_path: str | os.PathLike, quantize: str | None = None,
-                        source: str = "model") -> str:
+                        source: str = "model", seq_len: int | None = None) -> str:
     """Converts a `kbert.export.saved_model.ServingModule`'s serving_default (traced with
-    rank-1 string inputs) and writes it to `out_path` atomically. Returns `out_path`."""
+    rank-1 string inputs) and writes it to `out_path` atomically. Returns `out_path`.
+
+    For a QA module, the span graph of `_qa_span_module` is converted instead (see the
+    module docstring); it is rebuilt from `source`, the model directory, with `seq_len`.
+    """
+    if module.kind == "qa":
+        module = _qa_span_module(source, seq_len)
     function = module.concrete_functions(input_shape=[None])[SIGNATURE]
     content = convert_function(function, module, quantize, source=source)
     _write_atomically(out_path, content)
@@ -198,7 +216,8 @@ class TFLiteModel:
 
     Attributes:
         input_names: tuple of the string inputs, e.g. ("text",) or ("text", "text_pair").
-        output_names: tuple of the output names (as in the SavedModel's serving_default).
+        output_names: tuple of the output names: those of the SavedModel's
+            serving_default (a QA model adds `start_byte` / `end_byte`, see above).
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
@@ -221,7 +240,12 @@ class TFLiteModel:
         self.path = path
         self._runner = self._interpreter.get_signature_runner(SIGNATURE)
         self.input_names = tuple(signatures[SIGNATURE]["inputs"])
-        self.output_names = tuple(signatures[SIGNATURE]["outputs"])
+        self._model_outputs = tuple(signatures[SIGNATURE]["outputs"])
+        # A QA span model: the answer text is cut out here (see the module docstring).
+        self._spans = ({"start_byte", "end_byte"} <= set(self._model_outputs)
+                       and "context" in self.input_names)
+        self.output_names = self._model_outputs + (
+            ("answer", "start_char", "end_char") if self._spans else ())
         self._lock = threading.Lock()
 
     def __call__(self, **inputs: Sequence[str] | Sequence[bytes]) -> dict[str, np.ndarray]:
@@ -244,7 +268,11 @@ class TFLiteModel:
             return self._empty_outputs()
         with self._lock:
             outputs = self._runner(**batch)
-        return {name: outputs[name] for name in self.output_names}
+        outputs = {name: outputs[name] for name in self._model_outputs}
+        if self._spans:
+            outputs.update(_answer_text(batch["context"], outputs["start_byte"],
+                                        outputs["end_byte"]))
+        return outputs
 
     def _empty_outputs(self) -> dict[str, np.ndarray]:
         """The outputs of an empty batch, without running the interpreter (which fails on
@@ -252,10 +280,13 @@ class TFLiteModel:
         not fixed in the model is 0."""
         details = self._runner.get_output_details()
         outputs = {}
-        for name in self.output_names:
+        for name in self._model_outputs:
             shape = [max(int(d), 0) for d in details[name]["shape_signature"]]
             dtype = details[name]["dtype"]
             outputs[name] = np.zeros(shape, object if dtype == np.bytes_ else dtype)
+        if self._spans:
+            outputs.update(_answer_text(np.zeros([0], object), outputs["start_byte"],
+                                        outputs["end_byte"]))
         return outputs
 
     def _inputs(self, inputs: Mapping[str, Iterable]) -> dict[str, np.ndarray]:
@@ -282,6 +313,73 @@ class TFLiteModel:
         if len(set(sizes.values())) > 1:
             raise ValueError(f"inputs must have the same batch size, got {sizes}")
         return arrays
+
+
+def _qa_span_module(model_dir: str, seq_len: int | None):
+    """A ServingModule whose serving_default is QA's serving graph up to the best span:
+    `start_byte`, `end_byte` int32 [B] and `score` float32 [B] (QATask.serving_outputs
+    without `answer_text`, whose string ops TFLite lacks)."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from kbert.export.saved_model import ServingGraph, ServingModule, _raw_variables
+    from kbert.tasks.qa import MODEL_INPUTS
+    from kbert.tasks.qa_decode import decode_spans
+    from kbert.tasks.qa_windows import qa_windows
+    from kbert.tasks.task_dir import load_task_model
+    from kbert.text import Tokenizer
+
+    model, spec, checkpoint = load_task_model(model_dir)
+    if seq_len is not None:
+        spec = dataclasses.replace(spec, seq_len=seq_len)
+    tokenizer = Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
+
+    def spans(x):
+        windows = qa_windows(tokenizer, spec, x["question"], x["context"])
+        outputs = model({name: windows[name] for name in MODEL_INPUTS}, training=False)
+        best = decode_spans(spec, outputs["start_logits"], outputs["end_logits"], windows,
+                            tf.shape(x["question"])[0])
+        return {"start_byte": best["start_byte"], "end_byte": best["end_byte"],
+                "score": tf.cast(best["score"], tf.float32)}
+
+    return ServingModule(ServingGraph(
+        kind="qa", input_names=("question", "context"), functions={SIGNATURE: spans},
+        variables=_raw_variables(model), seq_len=spec.seq_len, examples={}))
+
+
+def _answer_text(context: np.ndarray, start_byte: np.ndarray,
+                 end_byte: np.ndarray) -> dict[str, np.ndarray]:
+    """`kbert.tasks.qa_decode.answer_text` in Python: the answers cut from the UTF-8
+    contexts (bytes, "" for no answer) and their character offsets (-1 for none)."""
+    answers, starts, ends = [], [], []
+    for text, start, end in zip(context, start_byte.tolist(), end_byte.tolist()):
+        if start < 0:
+            answers.append(b"")
+            starts.append(-1)
+            ends.append(-1)
+            continue
+        answer = text[start:max(end, start)]
+        first = len(text[:start].decode("utf-8", errors="replace"))
+        answers.append(answer)
+        starts.append(first)
+        ends.append(first + len(answer.decode("utf-8", errors="replace")))
+    return {"answer": np.array(answers, dtype=object).reshape([len(answers)]),
+            "start_char": np.array(starts, np.int32), "end_char": np.array(ends, np.int32)}
+
+
+def _export_kind(saved_model_dir: str) -> str | None:
+    """The kind recorded in a kbert export's assets.extra/kbert_export.json (None when
+    there is no such file)."""
+    import json
+
+    from kbert.export.saved_model import INFO_FILE
+
+    path = os.path.join(saved_model_dir, INFO_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("kind")
 
 
 def _is_saved_model(path: str) -> bool:
