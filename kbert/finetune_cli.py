@@ -215,7 +215,9 @@ def _predict(args: argparse.Namespace) -> None:
 
     items = texts if args.pair is None else list(zip(texts, args.pair))
     for text, prediction in zip(texts, predict(args.args[0], items, args.batch_size)):
-        if "label" in prediction and "probabilities" in prediction:
+        if "answer" in prediction:  # QA: TEXT is the question, --pair the context
+            print(f"{prediction['answer']}\t{prediction['score']:.4f}\t{text}")
+        elif "label" in prediction and "probabilities" in prediction:
             p = prediction["probabilities"][prediction["label"]]
             print(f"{prediction['label']}\t{p:.4f}\t{text}")
         elif "score" in prediction:
@@ -230,13 +232,24 @@ def _predict_server(target: str, model_name: str, texts, pairs) -> None:
 
     from kbert.serving.client import PredictionClient
 
-    inputs = {"text": list(texts)}
+    client = PredictionClient(target)
+    # A QA model takes question / context: TEXT is the question, --pair the context.
+    names = ("text", "text_pair")
+    if "question" in client.metadata(model_name).get("serving_default", {}).get("inputs", {}):
+        names = ("question", "context")
+        if pairs is None:
+            raise ValueError(f"{model_name} is a QA model: give the contexts with --pair")
+    inputs = {names[0]: list(texts)}
     if pairs is not None:
-        inputs["text_pair"] = list(pairs)
-    outputs = PredictionClient(target).predict(model_name, inputs)
+        inputs[names[1]] = list(pairs)
+    outputs = client.predict(model_name, inputs)
     outputs = {k: np.asarray(v) for k, v in outputs.items()}
     for i, text in enumerate(texts):
-        if "labels" in outputs and "probabilities" in outputs:
+        if "answer" in outputs:
+            answer = outputs["answer"][i]
+            answer = answer.decode("utf-8") if isinstance(answer, bytes) else str(answer)
+            print(f"{answer}\t{float(outputs['score'][i]):.4f}\t{text}")
+        elif "labels" in outputs and "probabilities" in outputs:
             label = outputs["labels"][i]
             label = label.decode("utf-8") if isinstance(label, bytes) else str(label)
             print(f"{label}\t{float(np.max(outputs['probabilities'][i])):.4f}\t{text}")

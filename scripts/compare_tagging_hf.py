@@ -57,6 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup-fraction", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="float32",
+                   help="kbert's dtype policy (float32, mixed_bfloat16); transformers "
+                        "stays float32")
     p.add_argument("--hf-padding", choices=("longest", "max_length"), default="longest")
     p.add_argument("--only", choices=("both", "kbert", "hf"), default="both")
     p.add_argument("--json-out", help="also write the results as JSON here")
@@ -100,7 +103,8 @@ def run_kbert(args, model_dir: str, train: str, dev: str) -> dict:
         model=model_dir, train=train, eval=dev, out=os.path.join(args.work_dir, "kbert_run"),
         seq_len=args.seq_len, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, warmup_fraction=args.warmup_fraction,
-        weight_decay=args.weight_decay, seed=args.seed, overwrite=True, options=options)
+        weight_decay=args.weight_decay, seed=args.seed, overwrite=True, options=options,
+        precision=args.precision)
     result = finetune(TaggingTask(), settings, verbose=2)
     epochs = result.metrics["epochs"]
     return {"accuracy": [e["eval"]["accuracy"] for e in epochs],

@@ -3,12 +3,7 @@
 # fast test suite. Extra arguments go to pytest (e.g. `scripts/test.sh -m slow`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+bash scripts/setup_env.sh test
 # TF logs C++ start-up chatter on stderr; keep the test output readable.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 exec .venv/bin/python -m pytest "$@"

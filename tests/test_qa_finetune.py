@@ -47,7 +47,8 @@ def test_cli_finetune_qa_evaluate_predict(tmp_path, capsys):
     example = dev_examples[0]
     assert cli.main(["predict", f"{out}/model", example.question,
                      "--pair", example.context]) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
     [prediction] = predict(f"{out}/model", [(example.question, example.context)])
     assert prediction["answer"] == example.answers[0].text
+    assert printed.startswith(f"{prediction['answer']}\t{prediction['score']:.4f}\t")
     assert prediction["start_char"] == example.answers[0].start

@@ -292,6 +292,24 @@ def test_serving_offsets_are_bytes(trained, tokenizer):
     out = TASK.serving_outputs(model, tokenizer, spec, {"text": tf.constant([text])})
     starts, ends = out["word_starts"].numpy()[0], out["word_ends"].numpy()[0]
     assert [text.encode()[s:e].decode() for s, e in zip(starts, ends)] == ["\u00e9ab", "cd\u00e9"]
+    chars = out["word_start_chars"].numpy()[0], out["word_end_chars"].numpy()[0]
+    assert [text[s:e] for s, e in zip(*chars)] == ["\u00e9ab", "cd\u00e9"]
+
+
+def test_serving_character_offsets_slice_the_python_str(trained, tokenizer):
+    model, spec = trained
+    texts = ["\u00e9ab \U0001F600 cd \u4e2d\u6587 \u00fc\u00dfx", "ab", ""]
+    out = TASK.serving_outputs(model, tokenizer, spec, {"text": tf.constant(texts)})
+    out = {k: v.numpy() for k, v in out.items()}
+    assert out["num_words"][0] >= 5
+    for b, text in enumerate(texts):
+        n = out["num_words"][b]
+        by_bytes = [text.encode()[s:e].decode() for s, e in
+                    zip(out["word_starts"][b, :n], out["word_ends"][b, :n])]
+        by_chars = [text[s:e] for s, e in
+                    zip(out["word_start_chars"][b, :n], out["word_end_chars"][b, :n])]
+        assert by_chars == by_bytes and all(by_chars)
+        assert (out["word_start_chars"][b, n:] == -1).all()
 
 
 def test_predict_raw_text_matches_serving(trained, tokenizer):

@@ -120,7 +120,13 @@ def write_module_tflite(module, out_path: str | os.PathLike, quantize: str | Non
     """
     if module.kind == "qa":
         module = _qa_span_module(source, seq_len)
-    function = module.concrete_functions(input_shape=[None])[SIGNATURE]
+    if module.kind == "tagging":
+        # Without the empty-batch tf.cond (TFLiteModel answers B = 0 itself), so that the
+        # converter can prune the character-offset ops that no kept output needs.
+        function = module.concrete_functions(input_shape=[None], guard_empty=False)[SIGNATURE]
+        function = _without_outputs(function, module, CHAR_OFFSET_OUTPUTS)
+    else:
+        function = module.concrete_functions(input_shape=[None])[SIGNATURE]
     content = convert_function(function, module, quantize, source=source)
     _write_atomically(out_path, content)
     logger.info("wrote %s (%.1f MB, quantize=%s)", out_path, len(content) / 2**20, quantize)
@@ -244,8 +250,12 @@ class TFLiteModel:
         # A QA span model: the answer text is cut out here (see the module docstring).
         self._spans = ({"start_byte", "end_byte"} <= set(self._model_outputs)
                        and "context" in self.input_names)
+        # A tagger: character offsets computed here from the byte offsets.
+        self._char_offsets = ("word_starts" in self._model_outputs
+                              and "text" in self.input_names)
         self.output_names = self._model_outputs + (
-            ("answer", "start_char", "end_char") if self._spans else ())
+            ("answer", "start_char", "end_char") if self._spans else ()) + (
+            tuple(CHAR_OFFSET_OUTPUTS) if self._char_offsets else ())
         self._lock = threading.Lock()
 
     def __call__(self, **inputs: Sequence[str] | Sequence[bytes]) -> dict[str, np.ndarray]:
@@ -272,7 +282,14 @@ class TFLiteModel:
         if self._spans:
             outputs.update(_answer_text(batch["context"], outputs["start_byte"],
                                         outputs["end_byte"]))
+        self._add_char_offsets(batch.get("text"), outputs)
         return outputs
+
+    def _add_char_offsets(self, text, outputs: dict) -> None:
+        if self._char_offsets:
+            from kbert.text.offsets import char_offsets_numpy
+            for name, byte_name in CHAR_OFFSET_OUTPUTS.items():
+                outputs[name] = char_offsets_numpy(text, outputs[byte_name])
 
     def _empty_outputs(self) -> dict[str, np.ndarray]:
         """The outputs of an empty batch, without running the interpreter (which fails on
@@ -287,6 +304,7 @@ class TFLiteModel:
         if self._spans:
             outputs.update(_answer_text(np.zeros([0], object), outputs["start_byte"],
                                         outputs["end_byte"]))
+        self._add_char_offsets(np.zeros([0], object), outputs)
         return outputs
 
     def _inputs(self, inputs: Mapping[str, Iterable]) -> dict[str, np.ndarray]:
@@ -313,6 +331,25 @@ class TFLiteModel:
         if len(set(sizes.values())) > 1:
             raise ValueError(f"inputs must have the same batch size, got {sizes}")
         return arrays
+
+
+# The tagger's character offsets come from Substr / StringLength (no TFLite builtins): the
+# TFLite model leaves them out (the converter prunes what no output needs) and
+# `TFLiteModel` computes them from the byte offsets, as for QA's answers.
+CHAR_OFFSET_OUTPUTS = {"word_start_chars": "word_starts", "word_end_chars": "word_ends"}
+
+
+def _without_outputs(function, module, names):
+    """A concrete function returning `function`'s outputs minus `names`, same inputs."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec([None], tf.string, name=name) for name in module.input_names]
+
+    def kept(*tensors):
+        outputs = function(**dict(zip(module.input_names, tensors)))
+        return {k: v for k, v in outputs.items() if k not in names}
+
+    return tf.function(kept, autograph=False).get_concrete_function(*specs)
 
 
 def _qa_span_module(model_dir: str, seq_len: int | None):

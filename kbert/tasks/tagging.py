@@ -49,6 +49,7 @@ from kbert.tasks.spec import TaskSpec
 from kbert.tasks.tag_windows import (EXAMPLE_INDEX, WORD_INDEX, dense_words, make_windows,
                                      merge_windows, pieces_of_text, pieces_of_words,
                                      window_labels)
+from kbert.text.offsets import char_offsets
 from kbert.text.tokenizer import SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -285,14 +286,18 @@ class TaggingTask(Task):
     def serving_outputs(self, model, tokenizer, spec: TaskSpec,
                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """`tags` string [B, W] ("" padding), `tag_ids` int32 [B, W] (-1 padding),
-        `word_starts` / `word_ends` int32 [B, W] (byte offsets, -1 padding),
-        `num_words` int32 [B]."""
+        `word_starts` / `word_ends` int32 [B, W] (UTF-8 byte offsets, -1 padding),
+        `word_start_chars` / `word_end_chars` int32 [B, W] (character offsets: the word
+        is `text[start:end]` on the Python str; -1 padding), `num_words` int32 [B]."""
         features = self.serving_features(tokenizer, spec, inputs)
         ids = self._decode(model, features, features["num_words"])
         names = tf.constant(list(spec.labels) + [""])
         return {"tags": tf.gather(names, tf.where(ids < 0, len(spec.labels), ids)),
                 "tag_ids": ids, "word_starts": features["word_starts"],
-                "word_ends": features["word_ends"], "num_words": features["num_words"]}
+                "word_ends": features["word_ends"],
+                "word_start_chars": char_offsets(inputs["text"], features["word_starts"]),
+                "word_end_chars": char_offsets(inputs["text"], features["word_ends"]),
+                "num_words": features["num_words"]}
 
     # -- shared graph pieces -----------------------------------------------------------
     @staticmethod

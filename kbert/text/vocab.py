@@ -56,7 +56,7 @@ def build_vocab(files: Sequence[str | os.PathLike], size: int, lowercase: bool =
     if not files:
         raise ValueError("no input files")
     for path in files:
-        if not os.path.isfile(path):
+        if not tf.io.gfile.exists(path):  # gs:// paths too (Colab TPU data)
             raise FileNotFoundError(f"no such file: {path}")
     reserved = reserved_tokens(unused)
     if size <= len(reserved):
