@@ -51,4 +51,19 @@ def test_cli_finetune_qa_evaluate_predict(tmp_path, capsys):
     [prediction] = predict(f"{out}/model", [(example.question, example.context)])
     assert prediction["answer"] == example.answers[0].text
     assert printed.startswith(f"{prediction['answer']}\t{prediction['score']:.4f}\t")
+
+    # The same question through `kbert serve`: TEXT goes to `question`, --pair to `context`.
+    from kbert.export import export_saved_model
+    from kbert.serving.server import ModelServer
+    export_saved_model(f"{out}/model", out_root=tmp_path / "root", name="qa", warmup=False)
+    with ModelServer(str(tmp_path / "root"), port=0, rest_port=None) as server:
+        target = f"127.0.0.1:{server.port}"
+        assert cli.main(["predict", "--server", target, "--model", "qa", example.question,
+                         "--pair", example.context]) == 0
+        answer, score, question = capsys.readouterr().out.rstrip("\n").split("\t")
+        assert (answer, question) == (prediction["answer"], example.question)
+        assert abs(float(score) - prediction["score"]) < 1e-3
+        assert cli.main(["predict", "--server", target, "--model", "qa",
+                         example.question]) == 2
+        assert "give the contexts with --pair" in capsys.readouterr().err
     assert prediction["start_char"] == example.answers[0].start
