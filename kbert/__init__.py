@@ -6,7 +6,7 @@ it too), and code that must run without it, such as a serving client or
 `kbert.export.load`'s check for missing tf-text ops, would otherwise load it by accident.
 """
 
-import importlib
+from kbert._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -21,14 +21,4 @@ _LAZY = {
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kbert' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_attributes("kbert", _LAZY, globals())

@@ -8,7 +8,7 @@ Imported on first use (PEP 562): `kbert.serving.cli` (the `kbert serve` parser) 
 light, and a client process never imports tensorflow-text.
 """
 
-import importlib
+from kbert._lazy import lazy_attributes
 
 _LAZY = {
     "PredictionClient": "kbert.serving.client",
@@ -19,14 +19,4 @@ _LAZY = {
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kbert.serving' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_attributes("kbert.serving", _LAZY, globals())
