@@ -6,7 +6,7 @@ import keras
 import keras_hub
 
 from kbert.config import BertConfig
-from kbert.layers import get_activation
+from kbert.layers import TransformerBlock, get_activation
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
@@ -57,14 +57,13 @@ def build_encoder(config: BertConfig, name: str = "bert_encoder") -> keras.Model
     activation = get_activation(config.activation)
     encoder_outputs = []
     for i in range(config.num_layers):
-        x = keras_hub.layers.TransformerEncoder(
+        x = TransformerBlock(
             intermediate_dim=config.intermediate_dim,
             num_heads=config.num_heads,
             dropout=config.dropout,
             activation=activation,
             layer_norm_epsilon=config.layer_norm_epsilon,
             kernel_initializer=init(),
-            normalize_first=False,
             name=f"transformer_layer_{i}",
         )(x, padding_mask=inputs["padding_mask"])
         encoder_outputs.append(x)

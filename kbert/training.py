@@ -51,6 +51,69 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "end_learning_rate": self.end_learning_rate}
 
 
+def _is_float32_resource(variable) -> bool:
+    return isinstance(variable, tf.Variable) and variable.dtype == tf.float32
+
+
+@keras.saving.register_keras_serializable(package="kbert")
+class AdamW(keras.optimizers.AdamW):
+    """Keras' AdamW with the same variables, schedule and formula, but cheaper on CPU.
+
+    Keras writes each Adam update as ~12 elementwise TF ops per variable, each a full pass
+    over the variable's memory, and the global-norm clipping as 3 more (square, sum,
+    scale); for a BERT that is ~90 ms of every mini pre-training step on 2 cores
+    (11.2M parameters, 7.8M of them the token embedding). Here:
+    - the update is TF's fused `ResourceApplyAdam` kernel (m, v and the variable in one
+      pass; the same bias-corrected formula as Keras: lr * sqrt(1 - b2^t) / (1 - b1^t)
+      * m / (sqrt(v) + eps)). Under a `tf.distribute` strategy the Keras update runs as
+      before (mirrored optimizer slots have no single resource handle);
+    - decoupled weight decay multiplies by one scalar (lr * wd) instead of two;
+    - the global norm is a sum of `L2Loss` ops (one pass each) instead of square + sum.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if tf.distribute.has_strategy() or not _is_float32_resource(variable):
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        momentum = self._momentums[index].value
+        velocity = self._velocities[index].value
+        if self.amsgrad or not (_is_float32_resource(momentum)
+                                and _is_float32_resource(velocity)):
+            return super().update_step(gradient, variable, learning_rate)
+        gradient = tf.cast(tf.convert_to_tensor(gradient), tf.float32)  # IndexedSlices too
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1 = tf.constant(self.beta_1, tf.float32)
+        beta_2 = tf.constant(self.beta_2, tf.float32)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=momentum.handle, v=velocity.handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
+            epsilon=tf.constant(self.epsilon, tf.float32), grad=gradient)
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None or tf.distribute.has_strategy():
+            return super()._apply_weight_decay(variables)
+        factor = (tf.cast(self.learning_rate, tf.float32)
+                  * tf.constant(self.weight_decay, tf.float32))
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                tf_variable = variable.value if isinstance(variable, keras.Variable) else variable
+                tf_variable.assign_sub(tf_variable * tf.cast(factor, tf_variable.dtype))
+
+    def _clip_gradients(self, grads):
+        if not (self.global_clipnorm and self.global_clipnorm > 0):
+            return super()._clip_gradients(grads)
+        dense = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        # l2_loss(g) = sum(g^2) / 2
+        squared = [tf.cast(tf.nn.l2_loss(g), tf.float32) for g in dense if g is not None]
+        norm = tf.sqrt(2.0 * tf.add_n(squared))
+        clip = tf.constant(self.global_clipnorm, tf.float32)
+        # As keras.optimizers' clip_by_global_norm: min(1, clip / norm), NaN when the norm
+        # is not finite (so a NaN loss shows up in the weights rather than being hidden).
+        scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in dense]
+
+
 def create_optimizer(learning_rate: float, total_steps: int, warmup_steps: int | None = None,
                      warmup_fraction: float = 0.1, weight_decay: float = 0.01,
                      optimizer: str = "adamw", clip_norm: float | None = 1.0,
@@ -75,7 +138,7 @@ def create_optimizer(learning_rate: float, total_steps: int, warmup_steps: int |
                   weight_decay=weight_decay, global_clipnorm=clip_norm,
                   gradient_accumulation_steps=gradient_accumulation_steps)
     if optimizer == "adamw":
-        opt = keras.optimizers.AdamW(**common)
+        opt = AdamW(**common)
     elif optimizer == "lamb":
         opt = keras.optimizers.Lamb(**common)
     else:

@@ -1,0 +1,133 @@
+"""kbert's TransformerBlock against the reference it replaces: keras-hub's
+TransformerEncoder(normalize_first=False), the same weights copied by variable path."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kbert.layers import TransformerBlock, gelu_exact
+
+HIDDEN, HEADS, INTERMEDIATE = 64, 4, 256
+
+
+def _pair(activation=gelu_exact, dropout=0.0, seed=0):
+    ours = TransformerBlock(INTERMEDIATE, HEADS, dropout=dropout, activation=activation,
+                            layer_norm_epsilon=1e-12, name="transformer_layer_0")
+    reference = keras_hub.layers.TransformerEncoder(
+        intermediate_dim=INTERMEDIATE, num_heads=HEADS, dropout=dropout,
+        activation=activation, layer_norm_epsilon=1e-12, normalize_first=False,
+        name="transformer_layer_0")
+    ours.build((None, None, HIDDEN))
+    reference.build((None, None, HIDDEN))
+    rng = np.random.default_rng(seed)
+    for variable in reference.weights:  # non-zero biases, gammas away from 1
+        variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+    by_path = {v.path: v for v in reference.weights}
+    for variable in ours.weights:
+        variable.assign(by_path[variable.path])
+    return ours, reference
+
+
+def _inputs(batch=3, length=11, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (batch, length, HIDDEN)).astype("float32")
+    lengths = np.array([length, 6, 1][:batch])
+    mask = (np.arange(length)[None, :] < lengths[:, None]).astype("int32")
+    return tf.constant(x), tf.constant(mask)
+
+
+def test_same_variables_as_keras_hub():
+    ours, reference = _pair()
+    assert ([(v.path, tuple(v.shape)) for v in ours.weights]
+            == [(v.path, tuple(v.shape)) for v in reference.weights])
+
+
+@pytest.mark.parametrize("activation", [gelu_exact, "relu"])
+def test_forward_matches_keras_hub(activation):
+    ours, reference = _pair(activation)
+    x, mask = _inputs()
+    expected = reference(x, padding_mask=mask).numpy()
+    np.testing.assert_allclose(ours(x, padding_mask=mask).numpy(), expected, atol=2e-5)
+    # Without a mask every position attends everywhere, in both.
+    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=2e-5)
+    # Inside a graph (where the oneDNN fusions happen), too.
+    graph_ours = tf.function(lambda a, m: ours(a, padding_mask=m))
+    np.testing.assert_allclose(graph_ours(x, mask).numpy(), expected, atol=2e-5)
+
+
+def test_gradients_match_keras_hub():
+    ours, reference = _pair()
+    x, mask = _inputs()
+    target = tf.constant(np.random.default_rng(2).normal(size=x.shape).astype("float32"))
+
+    def grads(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum((layer(x, padding_mask=mask) - target) ** 2)
+        return tape.gradient(loss, [x] + layer.trainable_weights)
+
+    paths = ["inputs"] + [v.path for v in ours.trainable_weights]
+    expected = dict(zip(["inputs"] + [v.path for v in reference.trainable_weights],
+                        grads(reference)))
+    for path, got in zip(paths, grads(ours)):
+        want = expected[path].numpy()
+        # key biases get a zero gradient (softmax ignores a constant per row): compare those
+        # absolutely, the rest relative to their scale.
+        scale = max(float(np.abs(want).max()), 1.0)
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-4 * scale, err_msg=path)
+
+
+def test_mixed_bfloat16_close_to_keras_hub():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        ours, reference = _pair()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    x, mask = _inputs()
+    got = ours(x, padding_mask=mask)
+    assert got.dtype == tf.bfloat16
+    want = tf.cast(reference(x, padding_mask=mask), tf.float32).numpy()
+    got = tf.cast(got, tf.float32).numpy()
+    assert np.abs(got - want).mean() < 0.02
+    assert np.abs(got - want).max() < 0.25
+
+
+def test_dropout_only_in_training():
+    ours, _ = _pair(dropout=0.3)
+    x, mask = _inputs()
+    inference = ours(x, padding_mask=mask).numpy()
+    np.testing.assert_array_equal(ours(x, padding_mask=mask, training=False).numpy(),
+                                  inference)
+    train_a = ours(x, padding_mask=mask, training=True).numpy()
+    train_b = ours(x, padding_mask=mask, training=True).numpy()
+    assert np.abs(train_a - inference).mean() > 1e-2
+    assert np.abs(train_a - train_b).mean() > 1e-2
+
+
+def test_padded_keys_are_ignored():
+    ours, _ = _pair()
+    x, mask = _inputs(batch=2, length=9)
+    changed = x.numpy().copy()
+    changed[1, 6:] = 100.0  # row 1 has 6 real tokens
+    a = ours(x, padding_mask=mask).numpy()
+    b = ours(tf.constant(changed), padding_mask=mask).numpy()
+    np.testing.assert_allclose(a[:, :6], b[:, :6], atol=1e-5)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_config_round_trip():
+    ours, _ = _pair()
+    clone = TransformerBlock.from_config(ours.get_config())
+    clone.build((None, None, HIDDEN))
+    for a, b in zip(clone.weights, ours.weights):
+        a.assign(b)
+    x, mask = _inputs()
+    np.testing.assert_array_equal(clone(x, padding_mask=mask).numpy(),
+                                  ours(x, padding_mask=mask).numpy())
+
+
+def test_hidden_not_divisible_by_heads_is_an_error():
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        TransformerBlock(32, 5).build((None, None, 64))
