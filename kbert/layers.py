@@ -129,6 +129,39 @@ class MaskedLMHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kbert")
+class Dropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` with half the random numbers, for CPU training speed.
+
+    Keras draws one float32 uniform per element; here each 32-bit random word gives two
+    16-bit draws, kept where `draw >= round(rate * 65536)`, and the kept values are scaled
+    by 65536 / (65536 - threshold) so the expectation stays exact (the rate itself moves by
+    at most 8e-6). The mask is multiplied in (one op forward, one backward) rather than
+    selected. Measured on a [32, 4, 128, 128] attention-probability tensor on 2 cores:
+    6.4 -> 3.8 ms forward; dropout was ~11% of a mini pre-training step.
+    Same config, seed generator and name as Keras' layer; no noise_shape.
+    """
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        if noise_shape is not None:
+            raise ValueError("kbert.layers.Dropout has no noise_shape")
+        super().__init__(rate, seed=seed, **kwargs)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        inputs = tf.convert_to_tensor(inputs)
+        threshold = min(int(round(self.rate * 65536)), 65535)
+        size = tf.size(inputs)
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        words = tf.random.stateless_uniform([(size + 1) // 2], seed=seed, minval=None,
+                                            maxval=None, dtype=tf.uint32)
+        draws = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:size]
+        keep = tf.reshape(draws >= tf.constant(threshold, tf.uint16), tf.shape(inputs))
+        scale = 65536.0 / (65536.0 - threshold)
+        return inputs * (tf.cast(keep, inputs.dtype) * tf.cast(scale, inputs.dtype))
+
+
+@keras.saving.register_keras_serializable(package="kbert")
 class _Projection(keras.layers.Layer):
     """A kernel and a bias of given shapes and nothing else: `TransformerBlock` multiplies
     them itself. Exists so the variables keep keras-hub's paths and shapes
@@ -168,7 +201,7 @@ class _SelfAttentionWeights(keras.layers.Layer):
         self.attention_output = _Projection((num_heads, head_dim, hidden_dim), (hidden_dim,),
                                             init(), dtype=self.dtype_policy,
                                             name="attention_output")
-        self.probs_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.probs_dropout = Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         for projection in (self.query, self.key, self.value, self.attention_output):
@@ -245,7 +278,7 @@ class TransformerBlock(keras.layers.Layer):
         self._self_attention_layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="self_attention_layer_norm")
         self._self_attention_layer_norm.build((None, hidden))
-        self._self_attention_dropout = keras.layers.Dropout(
+        self._self_attention_dropout = Dropout(
             self.dropout, dtype=policy, name="self_attention_dropout")
         self._feedforward_layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="feedforward_layer_norm")
@@ -258,7 +291,7 @@ class TransformerBlock(keras.layers.Layer):
             (self.intermediate_dim, hidden), (hidden,), init(), dtype=policy,
             name="feedforward_output_dense")
         self._feedforward_output_dense.build()
-        self._feedforward_dropout = keras.layers.Dropout(
+        self._feedforward_dropout = Dropout(
             self.dropout, dtype=policy, name="feedforward_dropout")
 
     def _dense(self, x, projection, in_dim, out_dim):

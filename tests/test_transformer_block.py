@@ -131,3 +131,37 @@ def test_config_round_trip():
 def test_hidden_not_divisible_by_heads_is_an_error():
     with pytest.raises(ValueError, match="multiple of num_heads"):
         TransformerBlock(32, 5).build((None, None, 64))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_statistics(rate):
+    from kbert.layers import Dropout
+
+    layer = Dropout(rate, seed=7)
+    x = tf.ones([64, 129, 33])  # odd size: the 16-bit draws come two per 32-bit word
+    np.testing.assert_array_equal(layer(x).numpy(), x.numpy())  # inference: identity
+    y = layer(x, training=True).numpy()
+    dropped = (y == 0).mean()
+    assert abs(dropped - rate) < 0.01
+    assert abs(y.mean() - 1.0) < 0.02  # kept values scaled so the mean is preserved
+    assert np.unique(y).size == 2
+    y2 = layer(x, training=True).numpy()
+    assert abs((y2 != y).mean() - 2 * rate * (1 - rate)) < 0.01  # a new, independent mask
+    # no pattern between the two halves of a 32-bit word
+    flat = (y.reshape(-1)[: (y.size // 2) * 2] == 0).reshape(-1, 2)
+    both = (flat[:, 0] & flat[:, 1]).mean()
+    assert abs(both - rate * rate) < 0.01
+    # gradient: the same mask, the same scale
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = layer(x, training=True)
+    grad = tape.gradient(out, x).numpy()
+    np.testing.assert_allclose(grad, out.numpy())  # d(x * m)/dx = m = out for x = 1
+
+
+def test_dropout_in_bfloat16():
+    from kbert.layers import Dropout
+
+    y = Dropout(0.2, dtype="mixed_bfloat16")(tf.ones([4096]), training=True)
+    assert y.dtype == tf.bfloat16
+    assert abs(float(tf.reduce_mean(tf.cast(y == 0, tf.float32))) - 0.2) < 0.03
