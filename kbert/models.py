@@ -6,7 +6,7 @@ import keras
 import keras_hub
 
 from kbert.config import BertConfig
-from kbert.layers import Dropout, TransformerBlock, get_activation
+from kbert.layers import Dropout, LayerNorm, TransformerBlock, get_activation
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
@@ -50,8 +50,7 @@ def build_encoder(config: BertConfig, name: str = "bert_encoder") -> keras.Model
 
     x = keras.layers.Add(name="embeddings_add")(
         [token_embedding, position_embedding, segment_embedding])
-    x = keras.layers.LayerNormalization(
-        epsilon=config.layer_norm_epsilon, name="embeddings_layer_norm")(x)
+    x = LayerNorm(epsilon=config.layer_norm_epsilon, name="embeddings_layer_norm")(x)
     x = Dropout(config.dropout, name="embeddings_dropout")(x)
 
     activation = get_activation(config.activation)

@@ -1,7 +1,9 @@
 """Pre-training step throughput: kbert vs Hugging Face transformers (PyTorch, CPU).
 
-Side by side in one process, interleaved rounds, same config / batch / sequence length /
-number of masked predictions, random token ids:
+Same config / batch / sequence length / number of masked predictions, random token ids,
+each contender in its own worker process (its own thread pools: TF's idle threads spin for
+a while after each op and, in one process, slowed the PyTorch loop run after them by up to
+15%), rounds interleaved in a rotated order:
 
 - kbert: `build_pretrainer` + BERT's AdamW, one `model.fit` train step (float32, and
   bfloat16 mixed precision), optionally XLA;
@@ -133,7 +135,33 @@ class TorchStep:
         return time.perf_counter() - start
 
 
+def _make_contender(name: str, preset: str, args):
+    from kbert.config import BertConfig
+
+    config = BertConfig.from_preset(preset, dropout=0.1)
+    batch = make_batch(config, args.batch_size, args.seq_len, args.max_predictions)
+    if name.startswith("kbert"):
+        precision = "mixed_bfloat16" if "bfloat16" in name else "float32"
+        return KbertStep(config, batch, precision, jit_compile=name.endswith("XLA"))
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    return TorchStep(config, batch, masked_only=name == "pytorch masked positions")
+
+
+def _worker(name: str, preset: str, args, conn) -> None:
+    """Builds one contender, warms it up, then times `steps` steps per request."""
+    step = _make_contender(name, preset, args)
+    step.run(2)  # warm-up: tracing, allocation
+    conn.send("ready")
+    while (steps := conn.recv()) is not None:
+        seconds = step.run(steps)
+        conn.send((seconds, getattr(step, "fit_seconds", None)))
+
+
 def main():
+    import multiprocessing as mp
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=["mini", "base"])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -144,44 +172,54 @@ def main():
     parser.add_argument("--xla", action="store_true", help="also time jit_compile=True")
     parser.add_argument("--skip-shipped", action="store_true",
                         help="skip PyTorch with logits at every position")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="seconds of quiet before each timed run (the previous "
+                             "worker's spinning threads go to sleep)")
     args = parser.parse_args()
-
-    import torch
 
     from kbert.config import BertConfig
 
-    torch.set_num_threads(os.cpu_count())
+    context = mp.get_context("spawn")
     for preset in args.presets:
         config = BertConfig.from_preset(preset, dropout=0.1)
-        batch = make_batch(config, args.batch_size, args.seq_len, args.max_predictions)
-        contenders = {
-            "kbert float32": KbertStep(config, batch, "float32", False),
-            "kbert mixed_bfloat16": KbertStep(config, batch, "mixed_bfloat16", False),
-            "pytorch masked positions": TorchStep(config, batch, masked_only=True),
-        }
+        names = ["kbert float32", "kbert mixed_bfloat16", "pytorch masked positions"]
         if args.xla:
-            contenders["kbert float32 XLA"] = KbertStep(config, batch, "float32", True)
-            contenders["kbert mixed_bfloat16 XLA"] = KbertStep(config, batch, "mixed_bfloat16",
-                                                               True)
+            names += ["kbert float32 XLA", "kbert mixed_bfloat16 XLA"]
         if not args.skip_shipped:
-            contenders["pytorch as shipped"] = TorchStep(config, batch, masked_only=False)
-        for step in contenders.values():
-            step.run(2)  # warm-up: tracing, allocation
-        rates = {name: [] for name in contenders}
-        fit_rates = {name: [] for name in contenders if name.startswith("kbert")}
-        for _ in range(args.rounds):
-            for name, step in contenders.items():
-                rates[name].append(args.steps * args.batch_size / step.run(args.steps))
+            names.append("pytorch as shipped")
+        workers = {}
+        for name in names:  # one at a time, so no warm-up overlaps another's
+            parent, child = context.Pipe()
+            process = context.Process(target=_worker, args=(name, preset, args, child),
+                                      daemon=True)
+            process.start()
+            if parent.recv() != "ready":
+                raise RuntimeError(f"{name}: worker failed to start")
+            workers[name] = (process, parent)
+        rates = {name: [] for name in names}
+        fit_rates = {name: [] for name in names if name.startswith("kbert")}
+        for round_index in range(args.rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                conn = workers[name][1]
+                time.sleep(args.pause)
+                conn.send(args.steps)
+                seconds, fit_seconds = conn.recv()
+                rates[name].append(args.steps * args.batch_size / seconds)
                 if name in fit_rates:
-                    fit_rates[name].append(args.steps * args.batch_size / step.fit_seconds)
+                    fit_rates[name].append(args.steps * args.batch_size / fit_seconds)
+        for process, conn in workers.values():
+            conn.send(None)
+            process.join(timeout=30)
         reference = statistics.median(rates["pytorch masked positions"])
         print(f"\n{preset} (L{config.num_layers}/H{config.hidden_dim}), T={args.seq_len}, "
               f"B={args.batch_size}, P={args.max_predictions}, {os.cpu_count()} cores, "
-              f"{args.rounds} rounds x {args.steps} steps")
-        print(f"{'':28s} {'seq/s':>8s} {'vs pytorch masked':>18s}")
+              f"{args.rounds} rounds x {args.steps} steps, one process per contender")
+        print(f"{'':28s} {'seq/s':>8s} {'vs pytorch masked':>18s}   per round")
         for name, values in rates.items():
             median = statistics.median(values)
-            print(f"{name:28s} {median:8.2f} {median / reference:17.2f}x")
+            print(f"{name:28s} {median:8.2f} {median / reference:17.2f}x   "
+                  + " ".join(f"{v:.1f}" for v in values))
         print("whole fit() calls (with setup/teardown):")
         for name, values in fit_rates.items():
             median = statistics.median(values)

@@ -57,15 +57,17 @@ def test_forward_matches_keras_hub(activation):
     np.testing.assert_allclose(graph_ours(x, mask).numpy(), expected, atol=2e-5)
 
 
-def test_gradients_match_keras_hub():
-    ours, reference = _pair()
+@pytest.mark.parametrize("training", [False, True])  # True: LayerNorm's own gradient
+def test_gradients_match_keras_hub(training):
+    ours, reference = _pair()  # dropout 0: training changes only how gradients are made
     x, mask = _inputs()
     target = tf.constant(np.random.default_rng(2).normal(size=x.shape).astype("float32"))
 
     def grads(layer):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum((layer(x, padding_mask=mask) - target) ** 2)
+            loss = tf.reduce_sum((layer(x, padding_mask=mask, training=training)
+                                  - target) ** 2)
         return tape.gradient(loss, [x] + layer.trainable_weights)
 
     paths = ["inputs"] + [v.path for v in ours.trainable_weights]
@@ -165,3 +167,43 @@ def test_dropout_in_bfloat16():
     y = Dropout(0.2, dtype="mixed_bfloat16")(tf.ones([4096]), training=True)
     assert y.dtype == tf.bfloat16
     assert abs(float(tf.reduce_mean(tf.cast(y == 0, tf.float32))) - 0.2) < 0.03
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_layer_norm_matches_keras(training):
+    from kbert.layers import LayerNorm
+
+    rng = np.random.default_rng(4)
+    ours, reference = LayerNorm(epsilon=1e-6), keras.layers.LayerNormalization(epsilon=1e-6)
+    for layer in (ours, reference):
+        layer.build((None, None, 48))
+    reference.gamma.assign(rng.normal(1, 0.5, 48).astype("float32"))
+    reference.beta.assign(rng.normal(0, 0.5, 48).astype("float32"))
+    ours.gamma.assign(reference.gamma)
+    ours.beta.assign(reference.beta)
+    x = tf.constant(rng.normal(3, 2, (5, 7, 48)).astype("float32"))
+    upstream = tf.constant(rng.normal(0, 1, (5, 7, 48)).astype("float32"))
+
+    def run(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * upstream)
+        return [y] + tape.gradient(loss, [x, layer.gamma, layer.beta])
+
+    for got, want, what in zip(run(ours), run(reference), ("y", "dx", "dgamma", "dbeta")):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-5, rtol=1e-5,
+                                   err_msg=what)
+
+
+def test_layer_norm_bfloat16_input_computes_in_float32():
+    from kbert.layers import layer_norm
+
+    x = tf.constant(np.random.default_rng(5).normal(0, 1, (4, 64)).astype("float32"))
+    gamma, beta = tf.ones([64]), tf.zeros([64])
+    want = layer_norm(x, gamma, beta, 1e-12).numpy()
+    for training in (False, True):
+        got = layer_norm(tf.cast(x, tf.bfloat16), gamma, beta, 1e-12, training=training)
+        assert got.dtype == tf.bfloat16
+        # only the bf16 rounding of the input and the output (~0.4% each)
+        assert np.abs(tf.cast(got, tf.float32).numpy() - want).max() < 0.05
