@@ -275,7 +275,8 @@ def _attention_bias(padding_mask, dtype):
     """[B, T] padding mask (1 = token) -> additive [B, 1, 1, T] bias: 0 or a large negative
     (Keras' masked-softmax values: -3e4 in float16, which cannot hold -1e9)."""
     large_negative = -3e4 if dtype == tf.float16 else -1e9
-    keep = tf.cast(padding_mask, dtype)[:, None, None, :]
+    # expand_dims rather than [:, None, None, :]: TFLite's StridedSlice has no new axes.
+    keep = tf.expand_dims(tf.expand_dims(tf.cast(padding_mask, dtype), 1), 1)
     return (1.0 - keep) * tf.constant(large_negative, dtype)
 
 

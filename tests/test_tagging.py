@@ -381,6 +381,8 @@ def test_serving_graph_converts_to_tflite(tmp_path, tokenizer):
     import tensorflow_text
     from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
+    from kbert.export.tflite import CHAR_OFFSET_OUTPUTS
+
     spec = TaskSpec("tagging", labels=("A", "B", "O"), seq_len=10, doc_stride=3)
     # The approximate GELU: exact GELU's Erfc is the encoder's TFLite question, not this
     # graph's.
@@ -395,7 +397,10 @@ def test_serving_graph_converts_to_tflite(tmp_path, tokenizer):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def serve(self, text):
-            return TASK.serving_outputs(model, tokenizer, spec, {"text": text})
+            # As kbert's TFLite export: the character offsets (Substr / StringLength, no
+            # TFLite builtins) are left out of the graph; TFLiteModel recomputes them.
+            outputs = TASK.serving_outputs(model, tokenizer, spec, {"text": text})
+            return {k: v for k, v in outputs.items() if k not in CHAR_OFFSET_OUTPUTS}
 
     module = Serving()
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
