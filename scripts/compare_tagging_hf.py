@@ -15,7 +15,8 @@ scored on the same dev sentences (token accuracy over words):
 
 Epoch times are the training passes only (no evaluation). transformers pads each batch
 to its longest window by default (`--hf-padding longest`, as its run_ner.py example does);
-kbert always pads to T. `--hf-padding max_length` pads to T too.
+kbert cuts each batch to its longest row rounded up to 8 (`trim_to_longest`).
+`--hf-padding max_length` pads to T.
 
 Example (a quick check; the full run drops the --max-* options):
 
