@@ -136,9 +136,10 @@ class Dropout(keras.layers.Dropout):
     Keras draws one float32 uniform per element; here each 32-bit random word gives two
     16-bit draws, kept where `draw >= round(rate * 65536)`, and the kept values are scaled
     by 65536 / (65536 - threshold) so the expectation stays exact (the rate itself moves by
-    at most 8e-6). The scaled mask is built once and multiplied in, so the backward pass
-    is one multiply by the same mask. Measured on a [32, 4, 128, 128] attention-probability tensor on 2 cores:
-    6.4 -> 3.8 ms forward; dropout was ~11% of a mini pre-training step.
+    at most 8e-6). Kept values are selected (`where`) rather than multiplied by a float
+    mask: equal in float32, ~4% of a mini bfloat16 step faster (no bf16 mask tensor to
+    build). A [32, 4, 128, 128] attention-probability tensor on 2 cores: 6.4 ms forward
+    with Keras' layer, 3.8-4.7 ms here; dropout was ~11% of a mini pre-training step.
     Same config, seed generator and name as Keras' layer; no noise_shape.
     """
 
@@ -159,7 +160,7 @@ class Dropout(keras.layers.Dropout):
         draws = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:size]
         keep = tf.reshape(draws >= tf.constant(threshold, tf.uint16), tf.shape(inputs))
         scale = 65536.0 / (65536.0 - threshold)
-        return inputs * (tf.cast(keep, inputs.dtype) * tf.cast(scale, inputs.dtype))
+        return tf.where(keep, inputs * tf.cast(scale, inputs.dtype), tf.zeros_like(inputs))
 
 
 @keras.saving.register_keras_serializable(package="kbert")
