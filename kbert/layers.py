@@ -1,9 +1,10 @@
 """Keras pieces of the BERT encoder that keras-hub does not provide as they are.
 
-The Transformer blocks, token and position embeddings come from keras-hub
-(`TransformerEncoder`, `ReversibleEmbedding`, `PositionEmbedding`); this module holds what
-BERT needs on top of them, registered as serializable so `.keras` files reload in the
-default safe mode (no `Lambda` layers).
+The token and position embeddings come from keras-hub (`ReversibleEmbedding`,
+`PositionEmbedding`); this module holds the rest: the Transformer block (keras-hub's
+`TransformerEncoder` function and variables, in a form TF's CPU fusions apply to), its
+LayerNorm and Dropout, GELU and the masked-LM head, registered as serializable so `.keras`
+files reload in the default safe mode (no `Lambda` layers).
 """
 
 import keras
@@ -163,6 +164,13 @@ class Dropout(keras.layers.Dropout):
         return tf.where(keep, inputs * tf.cast(scale, inputs.dtype), tf.zeros_like(inputs))
 
 
+def _fresh_initializer(initializer):
+    """A new initializer object with `initializer`'s config (each weight its own, as
+    keras-hub's `clone_initializer`)."""
+    return keras.initializers.get(keras.initializers.serialize(
+        keras.initializers.get(initializer)))
+
+
 @keras.saving.register_keras_serializable(package="kbert")
 class _Projection(keras.layers.Layer):
     """A kernel and a bias of given shapes and nothing else: `TransformerBlock` multiplies
@@ -194,8 +202,7 @@ class _SelfAttentionWeights(keras.layers.Layer):
     def __init__(self, hidden_dim, num_heads, dropout, kernel_initializer, **kwargs):
         super().__init__(**kwargs)
         head_dim = hidden_dim // num_heads
-        init = lambda: keras.initializers.get(
-            keras.initializers.serialize(keras.initializers.get(kernel_initializer)))
+        init = lambda: _fresh_initializer(kernel_initializer)
         self.query, self.key, self.value = (
             _Projection((hidden_dim, num_heads, head_dim), (num_heads, head_dim), init(),
                         dtype=self.dtype_policy, name=name)
@@ -313,8 +320,7 @@ class TransformerBlock(keras.layers.Layer):
         if hidden % self.num_heads:
             raise ValueError(f"hidden size {hidden} is not a multiple of num_heads "
                              f"{self.num_heads}")
-        init = lambda: keras.initializers.get(
-            keras.initializers.serialize(self.kernel_initializer))
+        init = lambda: _fresh_initializer(self.kernel_initializer)
         policy = self.dtype_policy
         # Built in keras-hub's order, so the variables list in the same order.
         self._self_attention_layer = _SelfAttentionWeights(

@@ -29,8 +29,8 @@ def build_encoder(config: BertConfig, name: str = "bert_encoder") -> keras.Model
         `encoder_outputs`: list of L float [B, T, H], every block's output (the paper's
             feature-based use concatenates the last four).
 
-    The Transformer blocks are post-LayerNorm as in BERT (keras-hub `TransformerEncoder`
-    with `normalize_first=False`). Dropout is active only when called with `training=True`.
+    The Transformer blocks are post-LayerNorm as in BERT (`kbert.layers.TransformerBlock`:
+    keras-hub's `TransformerEncoder(normalize_first=False)` function and variables). Dropout is active only when called with `training=True`.
     Layer names are stable: checkpoint converters address weights by their paths.
     """
     init = lambda: keras.initializers.TruncatedNormal(stddev=config.initializer_range)
