@@ -216,7 +216,9 @@ def _predict(args: argparse.Namespace) -> None:
     items = texts if args.pair is None else list(zip(texts, args.pair))
     for text, prediction in zip(texts, predict(args.args[0], items, args.batch_size)):
         if "answer" in prediction:  # QA: TEXT is the question, --pair the context
-            print(f"{prediction['answer']}\t{prediction['score']:.4f}\t{text}")
+            score = prediction["score"]  # None: not finite (a diverged model)
+            print(f"{prediction['answer']}\t{'nan' if score is None else f'{score:.4f}'}"
+                  f"\t{text}")
         elif "label" in prediction and "probabilities" in prediction:
             p = prediction["probabilities"][prediction["label"]]
             print(f"{prediction['label']}\t{p:.4f}\t{text}")

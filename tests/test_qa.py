@@ -50,6 +50,17 @@ def test_normalize_and_f1_by_hand():
     assert f1("", "") == 1.0 and f1("", "red") == 0.0
 
 
+def test_v1_and_v2_rules_on_golds_that_normalise_to_nothing():
+    # evaluate-v1.1: F1 is 0 when no token is shared, even "" against "" (EM still 1).
+    v1 = squad_scores([["The"]], ["the"])
+    assert v1["exact_match"] == 100.0 and v1["f1"] == 0.0
+    # evaluate-v2.0: such a gold is dropped, leaving [""]; "" then scores 1 on both, and
+    # the question still counts as having answers (its list is not empty).
+    v2 = squad_scores([["The"]], ["the"], with_no_answer=True)
+    assert v2["exact_match"] == 100.0 and v2["f1"] == 100.0
+    assert v2["has_ans_total"] == 1.0 and v2["no_ans_total"] == 0.0
+
+
 def test_corpus_scores_max_over_golds_and_no_answer_split():
     scores = squad_scores([["Denver Broncos", "Broncos"], ["a red cat"]],
                           ["broncos", "the big red dog"])
@@ -77,22 +88,50 @@ def test_reader_v2_and_bad_answers(tmp_path, caplog):
     data = [{"title": "Drinks", "paragraphs": [{"context": context, "qas": [
         {"id": "q1", "question": "What costs 3 euros?",
          "answers": [{"text": "Café au lait", "answer_start": 0},
-                     {"text": "lait", "answer_start": 3}]},     # wrong start: skipped
+                     {"text": "lait", "answer_start": 3},       # wrong start: not a target
+                     {"text": "lait", "answer_start": 4}]},     # the same id once in the warning
         {"id": "q2", "question": "How much?",
-         "answers": [{"text": "4 euros", "answer_start": 19}]},  # not there: dropped
+         "answers": [{"text": "4 euros", "answer_start": 19}]},  # not there: no target
         {"id": "q3", "question": "Who drinks it?", "answers": [], "is_impossible": True,
          "plausible_answers": [{"text": "Café", "answer_start": 0}]},
+        {"id": "q4", "question": "Why?", "answers": []},  # no flag, no answers: impossible
     ]}]}]
     with caplog.at_level(logging.WARNING, logger="kbert.data.squad"):
         examples = read_squad(_squad_file(tmp_path, data))
-    assert [e.id for e in examples] == ["q1", "q3"]
-    q1, q3 = examples
+    assert [e.id for e in examples] == ["q1", "q2", "q3", "q4"]
+    q1, q2, q3, q4 = examples
     assert q1.title == "Drinks" and [a.text for a in q1.answers] == ["Café au lait"]
-    assert q1.answers[0].end == 12 and not q1.is_impossible
+    assert q1.answers[0].end == 12 and not q1.is_impossible and q1.trainable
+    # Evaluation scores against every text of the file, as the official scripts do.
+    assert q1.scored_texts == ("Café au lait", "lait", "lait")
+    assert q2.answers == () and not q2.trainable and q2.scored_texts == ("4 euros",)
     assert q3.is_impossible and q3.answers == () and q3.plausible_answers[0].text == "Café"
+    assert q3.trainable and q3.scored_texts == ()
+    assert q4.is_impossible and q4.trainable and q4.scored_texts == ()
     warning = " ".join(r.getMessage() for r in caplog.records)
-    assert "skipped 2 answer(s)" in warning and "q1, q2" in warning
-    assert "1 question(s) left without an answer were dropped" in warning
+    assert "skipped 3 answer(s)" in warning and "(question ids: q1, q2)" in warning
+    assert "1 question(s) left without a training target" in warning
+
+
+def test_evaluation_scores_golds_whose_offsets_are_wrong(tmp_path, tokenizer):
+    context = "The Denver Broncos won."
+    data = [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": "a", "question": "who", "answers": [
+            {"text": "Denver Broncos", "answer_start": 4},
+            {"text": "Broncos", "answer_start": 999}]},  # as evaluate-v1.1: still a gold
+        {"id": "b", "question": "who", "answers": [{"text": "won", "answer_start": 0}]},
+    ]}]}]
+    examples = read_squad(_squad_file(tmp_path, data))
+    task, spec = QATask(), TaskSpec("qa", seq_len=16, max_query_length=2)
+    predictions = [{"answer": "Broncos"}, {"answer": "won"}]
+    assert task.evaluate(examples, predictions, spec)["exact_match"] == 100.0
+    # "b" has no training target: its windows are not in the training data.
+    batches = list(task.dataset(examples, tokenizer, spec, batch_size=8, training=False))
+    windows = qa_windows(tokenizer, spec, tf.constant(["who"]), tf.constant([context]))
+    assert sum(int(x["token_ids"].shape[0]) for x, _, _ in batches) == int(
+        windows["token_ids"].shape[0])
+    with pytest.raises(ValueError, match="no question has a training target"):
+        task.dataset(examples[1:], tokenizer, spec, batch_size=8, training=True)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -246,6 +285,25 @@ def test_non_ascii_answers_are_exact_substrings(tokenizer):
     assert windows["token_ids"].numpy()[0, 7] == VOCAB.index("[UNK]")
 
 
+@pytest.mark.parametrize("dropped", ["\u00ad", "\u200b", "\u200b\u00ad", "\ue000", "\x01"])
+def test_answers_end_at_their_last_visible_character(tokenizer, dropped):
+    # The tokenizer's end offset of "cafe" takes in the dropped characters after it.
+    context = f"y cafe{dropped} el"
+    spec = TaskSpec("qa", seq_len=16, max_query_length=2)
+
+    def logits(start, end):
+        start[0, 4], end[0, 4] = 10, 10  # question "a" [CLS] a [SEP]: "cafe" at 3 + 1
+    answers, starts, _ = _decode(tokenizer, spec, ["a"], [context], logits)
+    assert answers == ["cafe"] and starts[0] == 2
+    end_byte = len(f"y cafe{dropped}".encode())  # the token's end offset
+    text = answer_text(tf.constant([context]), tf.constant([2]), tf.constant([end_byte]))
+    assert text["answer"].numpy()[0] == b"cafe" and text["end_char"].numpy()[0] == 6
+    from kbert.export.tflite import _answer_text  # the TFLite runner's Python twin
+    twin = _answer_text(np.array([context.encode()], dtype=object), np.array([2]),
+                        np.array([end_byte]))
+    assert twin["answer"][0] == b"cafe" and twin["end_char"][0] == 6
+
+
 # -- the task: training and serving -----------------------------------------------------------
 
 def _learnable_examples(n, seed):
@@ -321,5 +379,5 @@ def test_spec_checks(tokenizer):
     from kbert.data.squad import SquadExample
     impossible = [SquadExample("x", "q", "c", is_impossible=True)]
     assert task.make_spec(impossible, seq_len=128).null_score_threshold == 0.0
-    with pytest.raises(ValueError, match=r"dev.json: 1 question\(s\) are marked"):
+    with pytest.raises(ValueError, match=r"dev.json: 1 question\(s\) are unanswerable"):
         task.check_examples(impossible, task.make_spec([], seq_len=128), "dev.json")

@@ -5,10 +5,14 @@
                  "is_impossible": false, "plausible_answers": [...]}]}]}]}
 
 `is_impossible` and `plausible_answers` are SQuAD 2.0 fields (unanswerable questions); a
-v1.1 file has neither. `answer_start` is a CHARACTER offset into the context (Python str
-indexing). An answer whose text is not at its `answer_start` is counted, skipped and
-reported in one warning; a question left with no answer (and not marked impossible) is
-dropped. Malformed files raise ValueError naming the file and the field's JSON path.
+v1.1 file has neither. A question with an empty `answers` list and no `is_impossible` is
+unanswerable, as the official v2.0 evaluation script decides. `answer_start` is a
+CHARACTER offset into the context (Python str indexing). An answer whose text is not at
+its `answer_start` cannot be a training target: it is counted, left out of `answers` and
+reported in one warning, but stays in `gold_texts`, which evaluation scores against (the
+official scripts never read `answer_start`). A question left with no usable answer is
+kept for evaluation and left out of training. Malformed files raise ValueError naming the
+file and the field's JSON path.
 """
 
 from __future__ import annotations
@@ -44,10 +48,13 @@ class SquadExample:
     Attributes:
         id: the question id (unique in a file).
         question, context: the texts.
-        answers: gold answers (the first is the training target); empty when impossible.
+        answers: the gold answers found at their `answer_start` (the first is the
+            training target); empty when impossible, or when none was found.
         title: the article's title (used to split by article).
         is_impossible: SQuAD 2.0: the paragraph does not answer the question.
         plausible_answers: SQuAD 2.0: wrong-but-plausible spans of an impossible question.
+        gold_texts: every answer text of the file, what evaluation scores against
+            (empty: the texts of `answers`).
     """
 
     id: str
@@ -57,6 +64,19 @@ class SquadExample:
     title: str = ""
     is_impossible: bool = False
     plausible_answers: tuple[SquadAnswer, ...] = ()
+    gold_texts: tuple[str, ...] = ()
+
+    @property
+    def scored_texts(self) -> tuple[str, ...]:
+        """The answer texts evaluation scores against (empty when impossible)."""
+        if self.is_impossible:
+            return ()
+        return self.gold_texts or tuple(a.text for a in self.answers)
+
+    @property
+    def trainable(self) -> bool:
+        """Has a training target: impossible (no answer) or an answer at its offset."""
+        return self.is_impossible or bool(self.answers)
 
 
 def read_squad(path: str | os.PathLike) -> list[SquadExample]:
@@ -98,7 +118,8 @@ class _Reader:
         self.ids: set[str] = set()
         self.skipped_answers = 0
         self.skipped_ids: list[str] = []
-        self.dropped_questions = 0
+        self.skipped_questions: set[str] = set()
+        self.untrainable_questions = 0
 
     def check(self, value, kind, where: str):
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -125,16 +146,22 @@ class _Reader:
             question = self.field(qa, "question", str, at)
             impossible = bool(self.check(qa.get("is_impossible", False), bool,
                                          f"{at}.is_impossible"))
+            if not impossible and "is_impossible" not in qa:
+                # The v2.0 script: no answers = unanswerable, whatever the flag says.
+                impossible = not self.field(qa, "answers", list, at)
             answers = self.answers(qa, "answers", context, qid, at, required=not impossible)
             plausible = self.answers(qa, "plausible_answers", context, qid, at,
                                      required=False)
+            texts = ()
             if impossible:
                 answers = ()  # SQuAD 2.0 impossible questions have an empty answer list
-            elif not answers:
-                self.dropped_questions += 1
-                continue
+            else:
+                texts = tuple(self.field(a, "text", str, f"{at}.answers[{i}]")
+                              for i, a in enumerate(qa["answers"]))
+                if not answers:
+                    self.untrainable_questions += 1
             examples.append(SquadExample(qid, question, context, answers, title, impossible,
-                                         plausible))
+                                         plausible, texts))
         return examples
 
     def answers(self, qa: dict, key: str, context: str, qid: str, at: str,
@@ -148,7 +175,8 @@ class _Reader:
             start = self.field(answer, "answer_start", int, where)
             if start < 0 or not text.strip() or context[start:start + len(text)] != text:
                 self.skipped_answers += 1
-                if len(self.skipped_ids) < _SHOWN_IDS:
+                self.skipped_questions.add(qid)
+                if len(self.skipped_ids) < _SHOWN_IDS and qid not in self.skipped_ids:
                     self.skipped_ids.append(qid)
                 continue
             kept.append(SquadAnswer(text, start))
@@ -158,10 +186,12 @@ class _Reader:
         if self.skipped_answers:
             logger.warning(
                 "%s: skipped %d answer(s) whose text is not at their answer_start in the "
-                "context (question ids: %s%s); %d question(s) left without an answer were "
-                "dropped", self.path, self.skipped_answers, ", ".join(self.skipped_ids),
-                ", ..." if self.skipped_answers > len(self.skipped_ids) else "",
-                self.dropped_questions)
+                "context (question ids: %s%s); %d question(s) left without a training "
+                "target are left out of training (evaluation still scores them against "
+                "all their answer texts)", self.path, self.skipped_answers,
+                ", ".join(self.skipped_ids),
+                ", ..." if len(self.skipped_questions) > len(self.skipped_ids) else "",
+                self.untrainable_questions)
 
 
 _KIND_NAMES = {list: "a list", dict: "an object", str: "a string", int: "an integer",

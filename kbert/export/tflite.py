@@ -396,13 +396,26 @@ def _answer_text(context: np.ndarray, start_byte: np.ndarray,
             starts.append(-1)
             ends.append(-1)
             continue
-        answer = text[start:max(end, start)]
+        answer = _strip_dropped(text[start:max(end, start)])
         first = len(text[:start].decode("utf-8", errors="replace"))
         answers.append(answer)
         starts.append(first)
         ends.append(first + len(answer.decode("utf-8", errors="replace")))
     return {"answer": np.array(answers, dtype=object).reshape([len(answers)]),
             "start_char": np.array(starts, np.int32), "end_char": np.array(ends, np.int32)}
+
+
+def _strip_dropped(answer: bytes) -> bytes:
+    """`answer` without the trailing characters the normaliser drops, as
+    `kbert.tasks.qa_decode.TRAILING_DROPPED` (RE2's \\p{..} classes, which `re` lacks)."""
+    import unicodedata
+
+    text = answer.decode("utf-8", errors="surrogateescape")
+    end = len(text)
+    while end and (text[end - 1] == "\ufffd" or unicodedata.category(text[end - 1]) in
+                   ("Cc", "Cf", "Co")):
+        end -= 1
+    return text[:end].encode("utf-8", errors="surrogateescape")
 
 
 def _export_kind(saved_model_dir: str) -> str | None:

@@ -73,9 +73,10 @@ class QATask(Task):
             impossible = [e.id for e in examples if e.is_impossible]
             if impossible:
                 raise ValueError(
-                    f"{path}: {len(impossible)} question(s) are marked is_impossible "
-                    f"(e.g. id {impossible[0]!r}) but the model always answers "
-                    "(null_score_threshold is None: trained on SQuAD 1.1 data)")
+                    f"{path}: {len(impossible)} question(s) are unanswerable (is_impossible,"
+                    f" or an empty answers list; e.g. id {impossible[0]!r}) but the model "
+                    "always answers (null_score_threshold is None: trained on SQuAD 1.1 "
+                    "data)")
 
     def dataset(self, examples: Sequence[SquadExample], tokenizer, spec: TaskSpec,
                 batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
@@ -84,6 +85,12 @@ class QATask(Task):
         the whole answer or there is none); sample_weight 0.5 for both outputs, so Keras'
         sum of the two losses is their mean, as run_squad.py / Hugging Face train."""
         check_qa_spec(spec)
+        # Questions whose answers were all off their answer_start have no target (see
+        # kbert.data.squad): left out here, still scored by evaluate().
+        examples = [e for e in examples if e.trainable]
+        if not examples:
+            raise ValueError("no question has a training target (every answer's text is "
+                             "off its answer_start)")
         questions, contexts, starts, ends = _columns(examples)
         ds = tf.data.Dataset.from_tensor_slices((questions, contexts, starts, ends))
         if training:
@@ -114,7 +121,8 @@ class QATask(Task):
         start_char / end_char (Python str offsets, -1 for no answer), score (float, the
         answer's start + end logit, or the null score for "")."""
         run = self._predict_function(model, tokenizer, spec)
-        # Examples per call: about batch_size windows of T tokens each.
+        # Examples per call: batch_size examples, each one window or more (a context
+        # of n tokens takes about n / doc_stride windows).
         per_call = max(1, batch_size)
         predictions = []
         for i in range(0, len(examples), per_call):
@@ -150,7 +158,7 @@ class QATask(Task):
                  spec: TaskSpec) -> dict[str, float]:
         """Official SQuAD EM / F1 (percent); with SQuAD 2.0 data (any impossible question)
         also has_ans_* / no_ans_*."""
-        return squad_scores([[a.text for a in e.answers] for e in examples],
+        return squad_scores([e.scored_texts for e in examples],
                             [p["answer"] for p in predictions],
                             with_no_answer=any(e.is_impossible for e in examples))
 

@@ -109,6 +109,11 @@ def decode_spans(spec: TaskSpec, start_logits: tf.Tensor, end_logits: tf.Tensor,
     }
 
 
+# What the normaliser drops (kbert.text.normalizer: categories Cc, Cf, Co and U+FFFD; Cs
+# cannot occur in UTF-8), as an RE2 pattern anchored at the end of the answer.
+TRAILING_DROPPED = r"[\p{Cc}\p{Cf}\p{Co}\x{FFFD}]+$"
+
+
 def answer_text(context: tf.Tensor, start_byte: tf.Tensor, end_byte: tf.Tensor
                 ) -> dict[str, tf.Tensor]:
     """The answers as substrings of the contexts, with character offsets.
@@ -120,10 +125,15 @@ def answer_text(context: tf.Tensor, start_byte: tf.Tensor, end_byte: tf.Tensor
     Returns:
         `answer` string [B] ("" for no answer); `start_char`, `end_char` int32 [B]:
         `context[start_char:end_char] == answer` on the Python str (-1 for no answer).
+        The answer ends at its last visible character: a token's end offset also takes
+        in the characters the normaliser drops after it (soft hyphens, zero-width
+        spaces, other control / format / private-use characters, U+FFFD), which no reader would
+        select and which would fail exact match (they survive answer normalisation).
     """
     has = start_byte >= 0
     start = tf.maximum(start_byte, 0)
     answer = tf.strings.substr(context, start, tf.maximum(end_byte - start, 0), unit="BYTE")
+    answer = tf.strings.regex_replace(answer, TRAILING_DROPPED, "")
     answer = tf.where(has, answer, "")
     before = tf.strings.substr(context, tf.zeros_like(start), start, unit="BYTE")
     start_char = tf.strings.length(before, unit="UTF8_CHAR")
