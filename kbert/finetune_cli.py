@@ -158,7 +158,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from kbert.finetuning import evaluate
+    from kbert.finetuning import evaluate, json_safe
 
     metrics = evaluate(args.model_dir, args.data, batch_size=args.batch_size,
                        **_options(args))
@@ -168,7 +168,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     tmp = out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"model": os.path.abspath(args.model_dir),
-                   "data": os.path.abspath(args.data), "metrics": metrics}, f, indent=2)
+                   "data": os.path.abspath(args.data), "metrics": json_safe(metrics)}, f,
+                  indent=2, allow_nan=False)
         f.write("\n")
     os.replace(tmp, out)
     for name, value in metrics.items():

@@ -239,8 +239,10 @@ def predict(model_dir: str | os.PathLike, examples_or_texts: Sequence[Any],
                              "pass examples read with its reader")
         if all(isinstance(x, str) for x in items):
             items = task.examples_from_texts(items)
-        else:
+        elif all(isinstance(x, (tuple, list)) and len(x) == 2 for x in items):
             items = task.examples_from_texts([x[0] for x in items], [x[1] for x in items])
+        else:
+            raise ValueError("give all inputs as strings or all as (text, text_pair) pairs")
     task.check_examples(items, spec, "<input>")
     return task.predict(model, items, tokenizer, spec, batch_size)
 
@@ -288,21 +290,30 @@ def _better(record: dict, best: dict, primary: str) -> bool:
 
 def _write_json(path: str, content: dict) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2, default=_json_default)
+        json.dump(json_safe(content), f, indent=2, allow_nan=False)
         f.write("\n")
 
 
 def _write_jsonl(path: str, rows: Sequence[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+            f.write(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n")
 
 
-def _json_default(value):
+def json_safe(value):
+    """`value` with numpy scalars / arrays as Python values and NaN / inf as None: strict
+    JSON (Python writes a bare NaN, which jq and JSON.parse reject). A Pearson
+    correlation of a constant column is NaN, for one."""
     import numpy as np
 
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

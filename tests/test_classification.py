@@ -127,6 +127,15 @@ def _examples(labels, pair=False):
             for i, label in enumerate(labels)]
 
 
+def test_doc_stride_checked_not_defaulted():
+    task = ClassificationTask()
+    for stride in (0, -5, 15):
+        with pytest.raises(ValueError, match=f"doc_stride {stride} must be between 1 and "
+                                             "seq_len - 2 = 14"):
+            task.make_spec(_examples(["a", "b"]), 16, doc_stride=stride)
+    assert task.make_spec(_examples(["a", "b"]), 16).doc_stride == 14
+
+
 def test_spec_labels_sorted_numerically_or_as_strings():
     task = ClassificationTask()
     assert task.make_spec(_examples(["10", "2", "1", "2"]), 16).labels == ("1", "2", "10")

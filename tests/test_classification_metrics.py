@@ -53,6 +53,9 @@ def test_correlations_match_scipy_with_ties(seed):
 
 def test_degenerate_inputs():
     assert np.isnan(m.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    # 0.1 * 3 / 3 != 0.1 in floating point: centring alone would not find the constant.
+    assert np.isnan(m.pearson([1.0, 2.0, 3.0], [0.1] * 3))
+    assert np.isnan(m.spearman([1.0, 2.0, 3.0], [0.1] * 3))
     with pytest.raises(ValueError, match="same length"):
         m.accuracy([0, 1], [0])
     with pytest.raises(ValueError, match="no examples"):

@@ -78,6 +78,8 @@ def test_conllu_skips_comments_ranges_and_empty_nodes(tmp_path):
     ("f.conllu", "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\n", r"f.conllu:1: 9 tab-separated columns"),
     ("g.conllu", "1\tI\tI\t_\tPRP\t_\t0\troot\t_\t_\n", r"g.conllu:1: no UPOS label"),
     ("h.conllu", "x\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n", r"h.conllu:1: ID 'x'"),
+    ("i.conllu", "1-\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n", r"i.conllu:1: ID '1-'"),
+    ("j.conllu", "\u00b2\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n", r"j.conllu:1: ID '\u00b2'"),
 ])
 def test_errors_name_file_and_line(tmp_path, name, text, message):
     path = _write(tmp_path, name, text)
@@ -96,3 +98,12 @@ def test_bad_options(tmp_path):
         read_tagging_file(conll, label_column=4)
     with pytest.raises(ValueError, match="is a column number"):
         read_tagging_file(conll, label_column="upos")
+
+
+def test_conll2003_columns_split_at_spaces_and_tabs_only(tmp_path):
+    # A no-break space or an ideographic space is part of a word; so is a control
+    # character (the tokenizer drops it, the word still gets a label).
+    path = _write(tmp_path, "w.txt", "100\u00a0000 NUM\nEU\u3000x\tPROPN\n\x1c PUNCT\n\n")
+    (sentence,) = read_conll2003(path)
+    assert sentence.words == ("100\u00a0000", "EU\u3000x", "\x1c")
+    assert sentence.labels == ("NUM", "PROPN", "PUNCT")

@@ -39,7 +39,11 @@ def test_cli_finetune_evaluate_predict(data, tmp_path, capsys):
     assert cli.main(["predict", f"{out}/model", "w1 good w2", "bad"]) == 0
     lines = capsys.readouterr().out.strip().split("\n")
     assert [line.split("\t")[2] for line in lines] == ["w1 good w2", "bad"]
-    assert all(line.split("\t")[0] in ("good", "bad") for line in lines)
+    # The printed label and its probability are the model's (the Python API's).
+    from kbert.finetuning import predict
+    expected = predict(f"{out}/model", ["w1 good w2", "bad"])
+    assert [line.split("\t")[:2] for line in lines] == [
+        [p["label"], f"{p['probabilities'][p['label']]:.4f}"] for p in expected]
 
     # Same settings through the Python API: the same run (seeded), to the last digit.
     again = finetune(get_task("classify"), FinetuneSettings(**settings_kwargs(

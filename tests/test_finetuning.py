@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from finetune_helpers import keyword_rows, keyword_task_files, settings_kwargs, write_tsv
-from kbert.finetuning import FinetuneSettings, evaluate, finetune, predict
+from kbert.finetuning import FinetuneSettings, evaluate, finetune, json_safe, predict
 from kbert.tasks.classification import ClassificationTask
 from kbert.tasks.registry import get_task
 
@@ -125,3 +125,12 @@ def test_registry():
     assert type(get_task("classification")) is type(get_task("classify"))
     with pytest.raises(ValueError, match="unknown task 'ner'"):
         get_task("ner")
+
+
+def test_json_safe_writes_strict_json():
+    # A Pearson of a constant column is NaN; Python would write a bare NaN (not JSON).
+    value = {"pearson": float("nan"), "mse": np.float32(1.5), "rows": [np.int64(2), -np.inf],
+             "vector": np.array([0.5, np.nan])}
+    safe = json_safe(value)
+    assert safe == {"pearson": None, "mse": 1.5, "rows": [2, None], "vector": [0.5, None]}
+    assert json.loads(json.dumps(safe, allow_nan=False)) == safe

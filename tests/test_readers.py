@@ -81,6 +81,8 @@ def test_jsonl_numbers_and_booleans_as_written(tmp_path):
     ("x.tsv", "text\tlabel\n", {"text_column": 0},
      r"x.tsv: give all columns as names or all as numbers"),
     ("x.xml", "<a/>", {}, r"x.xml: unknown file type '.xml'"),
+    ("d.tsv", "text\tlabel\ttext\nx\t1\ty\n", {},
+     r"d.tsv: line 1: the header names column 'text' \(text\) 2 times"),
 ])
 def test_errors_name_file_line_field(tmp_path, name, content, kwargs, message):
     path = _write(tmp_path / name, content)
@@ -98,3 +100,30 @@ def test_read_lines(tmp_path):
                                                                                " two "]
     with pytest.raises(ValueError, match="is empty"):
         read_lines(_write(tmp_path / "b.txt", "\n \n"))
+
+
+def test_tsv_lone_carriage_return_is_data_and_crlf_is_an_ending(tmp_path):
+    path = _write(tmp_path / "r.tsv", "text\tlabel\r\nhello\rworld\t1\r\nok\t0\n")
+    examples = read_text_examples(path)
+    assert [(e.text, e.label) for e in examples] == [("hello\rworld", "1"), ("ok", "0")]
+    assert examples[1].source.endswith("r.tsv:3")
+
+
+def test_labels_are_stripped(tmp_path):
+    # "1 " and " 1" are the label "1", not classes of their own.
+    path = _write(tmp_path / "s.tsv", "text\tlabel\na\t1 \nb\t 1\nc\t0\n")
+    assert [e.label for e in read_text_examples(path)] == ["1", "1", "0"]
+    path = _write(tmp_path / "s.csv", "text, label\nfoo, 1\n")
+    assert [e.label for e in read_text_examples(path)] == ["1"]
+
+
+@pytest.mark.parametrize("name", ["u.tsv", "u.csv", "u.jsonl", "u.txt"])
+def test_bad_utf8_names_file_and_line(tmp_path, name):
+    rows = {"u.jsonl": [b'{"text": "a", "label": 1}', b'{"text": "b\xff", "label": 1}'],
+            "u.csv": [b"text,label", b"b\xff,1"]}.get(name, [b"text\tlabel", b"b\xff\t1"])
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(rows + [b"c\t1"]) + b"\n")
+    with pytest.raises(ValueError, match=rf"{name}: line 2: not UTF-8 text \(byte 0xff"):
+        read_text_examples(str(path))
+    with pytest.raises(ValueError, match=rf"{name}: line 2: not UTF-8"):
+        read_lines(str(path))

@@ -149,6 +149,8 @@ def test_batches_trimmed_to_longest_window(tokenizer):
 def test_stride_must_cover_every_piece():
     with pytest.raises(ValueError, match="doc_stride 9 must be between 1 and seq_len - 2 = 8"):
         TASK.make_spec([_sentence(["ab", "cd"], ["X", "Y"])], seq_len=10, doc_stride=9)
+    with pytest.raises(ValueError, match="doc_stride 0 must be between 1"):  # not the default
+        TASK.make_spec([_sentence(["ab", "cd"], ["X", "Y"])], seq_len=10, doc_stride=0)
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -189,6 +191,16 @@ def test_conlleval_hand_checked(gold, predicted, chunks):
     assert (r["gold_chunks"], r["predicted_chunks"], r["correct_chunks"]) == chunks
     np.testing.assert_allclose([r["precision"], r["recall"], r["f1"], r["accuracy"]],
                                _seqeval(gold, predicted), atol=1e-12)
+
+
+@pytest.mark.parametrize("tags, chunks", [
+    (["S-LOC", "B-PER", "E-PER"], 2),  # conlleval.pl: B- after another type's S- starts one
+    (["E-LOC", "B-PER"], 2),
+    (["B-PER", "B-PER"], 2),
+])
+def test_conlleval_or_of_start_rules(tags, chunks):
+    r = conlleval([tags], [tags])
+    assert (r["gold_chunks"], r["correct_chunks"]) == (chunks, chunks)
 
 
 def test_tag_scheme_detection_and_unseen_labels():

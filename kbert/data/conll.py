@@ -25,10 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 FORMATS = ("auto", "conll2003", "conllu")
 CONLLU_LABEL_COLUMNS = {"upos": 3, "xpos": 4}
 DOCSTART = "-DOCSTART-"
+_COLUMN_SEPARATOR = re.compile(r"[ \t]+")
+# CoNLL-U IDs: a word index, a multiword range "1-2" or an empty node "1.1" (ASCII digits).
+_WORD_ID = re.compile(r"[1-9][0-9]*")
+_SKIPPED_ID = re.compile(r"[1-9][0-9]*-[1-9][0-9]*|[0-9]+\.[1-9][0-9]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +98,11 @@ def read_conll2003(path: str | os.PathLike, label_column: int | None = None) -> 
             words.clear(), labels.clear(), lines.clear()
 
     for number, line in _lines(path):
-        fields = line.split()
+        # Columns are separated by spaces or tabs only: str.split() would also split at
+        # a no-break space or U+3000 inside a word, or drop a word of control characters.
+        fields = _COLUMN_SEPARATOR.split(line.strip(" \t\r\n"))
+        if fields == [""]:
+            fields = []
         if not fields:
             end_sentence()
             continue
@@ -146,9 +155,9 @@ def read_conllu(path: str | os.PathLike, label_column: str = "upos") -> list[Sen
                              "CoNLL-U needs 10 (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL "
                              "DEPS MISC)")
         token_id = fields[0]
-        if "-" in token_id or "." in token_id:
+        if _SKIPPED_ID.fullmatch(token_id):
             continue  # multiword-token range or empty node: not a tagged word
-        if not token_id.isdigit():
+        if not _WORD_ID.fullmatch(token_id):
             raise ValueError(f"{path}:{number}: ID {token_id!r} is not a word index, a "
                              "range (1-2) or an empty node (1.1)")
         label = fields[column]

@@ -9,7 +9,8 @@
 TSV and CSV files start with a header row naming the columns, unless the columns are given
 as integers (0-based field indices, e.g. `text_column=3` for GLUE's header-less CoLA
 train.tsv): then every line is data. A UTF-8 byte-order mark is dropped. Blank lines are
-skipped. Every problem raises `ValueError` naming the file, the line and the field.
+skipped. Lines end at "\n" ("\r\n" too; a lone "\r" is data). Every problem, bad UTF-8
+included, raises `ValueError` naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def read_text_examples(path: str | os.PathLike, text_column: Column = "text",
 def _table_rows(path: str, fmt: str, columns: dict[str, Column],
                 header: bool) -> Iterator[tuple[int, dict]]:
     """(line number, {field: value}) for every data row of a TSV / CSV file."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        records = _tsv_records(f) if fmt == "tsv" else _csv_records(f)
+    with open(path, "rb") as f:
+        lines = _decoded_lines(path, f)
+        records = _tsv_records(lines) if fmt == "tsv" else _csv_records(path, lines)
         positions = None
         if not header:
             positions = dict(columns)
@@ -121,6 +123,10 @@ def _table_rows(path: str, fmt: str, columns: dict[str, Column],
                         raise ValueError(
                             f"{path}: line {line}: no column {column!r} ({field}) in the "
                             f"header; the columns are {names}")
+                    if names.count(column) > 1:
+                        raise ValueError(
+                            f"{path}: line {line}: the header names column {column!r} "
+                            f"({field}) {names.count(column)} times")
                     positions[field] = names.index(column)
                 continue
             yield line, _fields(path, line, record, positions, columns)
@@ -128,15 +134,29 @@ def _table_rows(path: str, fmt: str, columns: dict[str, Column],
             raise ValueError(f"{path}: the file is empty")
 
 
-def _tsv_records(f) -> Iterator[tuple[int, list[str]]]:
-    for line, text in enumerate(f, start=1):
+def _decoded_lines(path: str, f) -> Iterator[tuple[int, str]]:
+    """(line number, text with its line ending) of a binary file, split at b"\n" only
+    (a lone "\r" inside a TSV field is data, as in some GLUE rows), decoded line by line
+    so that bad UTF-8 is reported on its own line; a UTF-8 byte-order mark is dropped."""
+    for line, raw in enumerate(f, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: line {line}: not UTF-8 text (byte "
+                             f"{raw[error.start]:#04x} at column {error.start + 1})") from None
+        yield line, text[1:] if line == 1 and text.startswith("\ufeff") else text
+
+
+def _tsv_records(lines) -> Iterator[tuple[int, list[str]]]:
+    for line, text in lines:
         text = text.rstrip("\r\n")
         if text.strip():
             yield line, text.split("\t")
 
 
-def _csv_records(f) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(f)
+def _csv_records(path: str, lines) -> Iterator[tuple[int, list[str]]]:
+    # The csv module reads an iterable of lines that keep their endings (as newline="").
+    reader = csv.reader(text for _, text in lines)
     start = 1
     try:
         for record in reader:
@@ -145,7 +165,7 @@ def _csv_records(f) -> Iterator[tuple[int, list[str]]]:
             if any(field.strip() for field in record):
                 yield line, record
     except csv.Error as error:
-        raise ValueError(f"{f.name}: line {reader.line_num}: bad CSV ({error})") from None
+        raise ValueError(f"{path}: line {reader.line_num}: bad CSV ({error})") from None
 
 
 def _fields(path: str, line: int, record: Sequence[str], positions: dict[str, int],
@@ -169,15 +189,18 @@ def _checked(path: str, line: int, field: str, column: Column, value) -> str:
                          f"or a number, got {type(value).__name__}")
     if field in ("text", "text_pair") and not value.strip():
         raise ValueError(f"{path}: line {line}: field {column!r} ({field}) is empty")
-    if field == "label" and not value.strip():
-        raise ValueError(f"{path}: line {line}: field {column!r} (label) is empty")
+    if field == "label":
+        # "1 " and "1" are one label (a stray space would otherwise be a class of its own).
+        value = value.strip()
+        if not value:
+            raise ValueError(f"{path}: line {line}: field {column!r} (label) is empty")
     return value
 
 
 def _jsonl_rows(path: str, columns: dict[str, Column]) -> Iterator[tuple[int, dict]]:
     seen_any = False
-    with open(path, encoding="utf-8-sig") as f:
-        for line, text in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line, text in _decoded_lines(path, f):
             if not text.strip():
                 continue
             seen_any = True
@@ -202,8 +225,8 @@ def _jsonl_rows(path: str, columns: dict[str, Column]) -> Iterator[tuple[int, di
 def read_lines(path: str | os.PathLike) -> list[str]:
     """Non-blank lines of a plain UTF-8 text file (one text per line), BOM dropped."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8-sig") as f:
-        lines = [line.rstrip("\r\n") for line in f]
+    with open(path, "rb") as f:
+        lines = [text.rstrip("\r\n") for _, text in _decoded_lines(path, f)]
     texts = [line for line in lines if line.strip()]
     if not texts:
         raise ValueError(f"{path}: the file is empty")

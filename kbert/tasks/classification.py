@@ -176,8 +176,12 @@ class ClassificationTask(Task):
         self._metric = _check_metric(options.get("metric") or self._metric)
         pair = train_examples[0].text_pair is not None
         regression = bool(options.get("regression", self._regression))
-        common = dict(seq_len=seq_len, pair=pair,
-                      doc_stride=int(options.get("doc_stride") or seq_len - 2),
+        stride = options.get("doc_stride")
+        stride = seq_len - 2 if stride is None else int(stride)
+        if not 1 <= stride <= seq_len - 2:
+            raise ValueError(f"doc_stride {stride} must be between 1 and seq_len - 2 = "
+                             f"{seq_len - 2}")
+        common = dict(seq_len=seq_len, pair=pair, doc_stride=stride,
                       truncation=options.get("truncation") or "longest_first")
         for example in train_examples:
             if example.label is None:
@@ -239,10 +243,15 @@ class ClassificationTask(Task):
             ds = ds.map(trim_to_longest)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def _targets(self, examples, spec) -> np.ndarray:
+    @staticmethod
+    def _labelled(examples):
         if any(e.label is None for e in examples):
             first = next(e for e in examples if e.label is None)
             raise ValueError(f"{first.source}: no label (needed for training and evaluation)")
+        return examples
+
+    def _targets(self, examples, spec) -> np.ndarray:
+        self._labelled(examples)
         if spec.task == "regression":
             return np.array([[_score(e)] for e in examples], np.float32)
         index = {label: i for i, label in enumerate(spec.labels)}
@@ -306,9 +315,10 @@ class ClassificationTask(Task):
         spearman, mse (regression); see kbert.tasks.classification_metrics."""
         if len(examples) != len(predictions):
             raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+        if spec.task == "regression":  # float64 golds: 3.2, not float32's 3.2000000477
+            gold = [_score(e) for e in self._labelled(examples)]
+            return metrics.regression_metrics(gold, [p["score"] for p in predictions])
         gold = self._targets(examples, spec)
-        if spec.task == "regression":
-            return metrics.regression_metrics(gold[:, 0], [p["score"] for p in predictions])
         index = {label: i for i, label in enumerate(spec.labels)}
         predicted = np.array([index[p["label"]] for p in predictions], np.int64)
         return metrics.classification_metrics(gold, predicted, len(spec.labels))

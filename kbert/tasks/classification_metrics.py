@@ -60,6 +60,9 @@ def pearson(x, y) -> float:
     """Pearson correlation of two float [N] arrays; NaN when either is constant."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     _check_same_length(x, y)
+    if len(x) and (np.all(x == x[0]) or np.all(y == y[0])):
+        # Checked before centring: x - mean(x) of a constant is not always exactly 0.
+        return float("nan")
     x, y = x - x.mean(), y - y.mean()
     denominator = np.sqrt((x @ x) * (y @ y))
     return float(x @ y / denominator) if denominator > 0 else float("nan")

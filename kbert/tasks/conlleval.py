@@ -41,8 +41,10 @@ def _chunk_end(prev: str, tag: str, prev_type: str, kind: str) -> bool:
 
 def _chunk_start(prev: str, tag: str, prev_type: str, kind: str) -> bool:
     """conlleval's startOfChunk: a chunk starts at this word."""
-    if tag == "B":
-        return prev in ("B", "I", "O")
+    # conlleval.pl ORs its rules: a B- after S- / E- of another type falls through to the
+    # type rule below, it is not "no start".
+    if tag == "B" and prev in ("B", "I", "O"):
+        return True
     if prev == "O" and tag in ("I", "E"):
         return True
     if prev == "E" and tag in ("E", "I"):

@@ -141,7 +141,8 @@ class TaggingTask(Task):
         if options.get("classifier_dropout") is not None:
             extra["classifier_dropout"] = float(options["classifier_dropout"])
         spec = TaskSpec("tagging", labels=tuple(labels), seq_len=seq_len,
-                        doc_stride=int(options.get("doc_stride") or default_doc_stride(seq_len)),
+                        doc_stride=int(default_doc_stride(seq_len) if options.get("doc_stride")
+                                       is None else options["doc_stride"]),
                         tag_scheme=tag_scheme, **extra)
         _check_stride(spec)
         return spec
