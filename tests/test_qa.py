@@ -89,7 +89,7 @@ def test_reader_v2_and_bad_answers(tmp_path, caplog):
         {"id": "q1", "question": "What costs 3 euros?",
          "answers": [{"text": "Café au lait", "answer_start": 0},
                      {"text": "lait", "answer_start": 3},       # wrong start: not a target
-                     {"text": "lait", "answer_start": 4}]},     # the same id once in the warning
+                     {"text": "lait", "answer_start": 4}]},     # its id once in the warning
         {"id": "q2", "question": "How much?",
          "answers": [{"text": "4 euros", "answer_start": 19}]},  # not there: no target
         {"id": "q3", "question": "Who drinks it?", "answers": [], "is_impossible": True,

@@ -127,8 +127,9 @@ def answer_text(context: tf.Tensor, start_byte: tf.Tensor, end_byte: tf.Tensor
         `context[start_char:end_char] == answer` on the Python str (-1 for no answer).
         The answer ends at its last visible character: a token's end offset also takes
         in the characters the normaliser drops after it (soft hyphens, zero-width
-        spaces, other control / format / private-use characters, U+FFFD), which no reader would
-        select and which would fail exact match (they survive answer normalisation).
+        spaces, other control / format / private-use characters, U+FFFD), which no
+        reader would select and which would fail exact match (they survive answer
+        normalisation).
     """
     has = start_byte >= 0
     start = tf.maximum(start_byte, 0)
