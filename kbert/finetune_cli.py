@@ -146,7 +146,9 @@ def _add_evaluate(commands) -> None:
     p = commands.add_parser(
         "evaluate", help="score a fine-tuned model directory on a labelled file",
         description="Predicts FILE with the fine-tuned model DIR, prints the task's metrics "
-                    "and writes them as JSON (default: eval_<FILE name>.json next to DIR).")
+                    "and writes them as JSON (default: eval_<FILE name>.json next to DIR). "
+                    "FILE is read with the column names / format the training file was "
+                    "read with (saved in DIR/task.json) unless given here.")
     p.add_argument("model_dir", metavar="DIR")
     p.add_argument("--data", required=True, metavar="FILE")
     p.add_argument("--out", metavar="FILE.json")

@@ -121,6 +121,8 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
 
     train = task.read(settings.train, **options)
     spec = task.make_spec(train, settings.seq_len, **options)
+    spec = dataclasses.replace(spec, read_options={
+        name: options[name] for name in task.read_option_names if name in options})
     task.check_examples(train, spec, settings.train)
     evaluation = None
     if settings.eval:
@@ -213,11 +215,12 @@ def evaluate(model_dir: str | os.PathLike, data: str, batch_size: int = 32,
              **options) -> dict[str, float]:
     """Scores a fine-tuned model directory on a labelled file.
 
-    `options` are the task's reading options (e.g. `text_column`, `pair_column`).
+    `options` are the task's reading options (e.g. `text_column`, `pair_column`); those
+    not given are the ones the training file was read with (saved in task.json).
     Returns the task's metrics (those `finetune` reports for its eval file).
     """
     task, model, spec, tokenizer = load_for_inference(model_dir)
-    examples = task.read(data, **options)
+    examples = task.read(data, **{**dict(spec.read_options), **options})
     task.check_examples(examples, spec, data)
     predictions = task.predict(model, examples, tokenizer, spec, batch_size)
     return task.evaluate(examples, predictions, spec)

@@ -53,7 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--max-train-questions", type=int, default=None,
                    help="keep at most this many training questions (first ones)")
     p.add_argument("--max-eval-questions", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="article split and shuffling")
+    p.add_argument("--seed", type=int, default=0, help="the article split")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="shuffling, head initialisation and dropout (default: --seed)")
     p.add_argument("--seq-len", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-query-length", type=int, default=64)
@@ -84,6 +86,23 @@ def split_by_article(examples, train_articles: int, eval_articles: int, seed: in
     return train, evaluation, sorted(train_titles), sorted(eval_titles)
 
 
+def step_losses_callback():
+    """A Keras callback whose `.losses` are each step's own loss (Keras' logs hold the
+    epoch's running mean, so step k's loss is k * mean_k - (k - 1) * mean_{k-1})."""
+    import keras
+
+    class StepLosses(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.losses, self._mean = [], 0.0
+
+        def on_train_batch_end(self, batch, logs=None):
+            mean = float(logs["loss"])
+            self.losses.append((batch + 1) * mean - batch * self._mean)
+            self._mean = mean
+
+    return StepLosses()
+
+
 def run_kbert(args, model_dir, task, spec, train, evaluation, tokenizer):
     import keras
     import tensorflow as tf
@@ -91,28 +110,30 @@ def run_kbert(args, model_dir, task, spec, train, evaluation, tokenizer):
     from kbert.tasks.task_dir import load_task_model
     from kbert.training import create_optimizer
 
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(args.train_seed)
     model, _, _ = load_task_model(model_dir, spec=spec)
     steps = sum(1 for _ in task.dataset(train, tokenizer, spec, args.batch_size, True,
-                                        seed=args.seed))
+                                        seed=args.train_seed))
     optimizer = create_optimizer(args.learning_rate, total_steps=steps * args.epochs,
                                  warmup_fraction=0.1, weight_decay=0.01)
     model.compile(optimizer=optimizer, loss=task.loss(spec), jit_compile=args.jit_compile)
     epochs = []
     for epoch in range(args.epochs):
         data = task.dataset(train, tokenizer, spec, args.batch_size, True,
-                            seed=args.seed + epoch)
+                            seed=args.train_seed + epoch)
         # Windows hide the batch count from tf.data; telling Keras avoids its
         # "ran out of data" path (as the fine-tuning runner does).
         data = data.apply(tf.data.experimental.assert_cardinality(steps))
+        losses = step_losses_callback()
         start = time.perf_counter()
         history = model.fit(data, epochs=epoch + 1, initial_epoch=epoch, verbose=2,
-                            shuffle=False)
+                            shuffle=False, callbacks=[losses])
         seconds = time.perf_counter() - start
         predictions = task.predict(model, evaluation, tokenizer, spec, args.batch_size)
         scores = task.evaluate(evaluation, predictions, spec)
         epochs.append({"epoch": epoch + 1, "train_seconds": seconds,
-                       "loss": float(history.history["loss"][-1]), **scores})
+                       "loss": float(history.history["loss"][-1]), **scores,
+                       "step_losses": losses.losses})
         logging.info("kbert epoch %d: %.1f s, EM %.2f F1 %.2f", epoch + 1, seconds,
                      scores["exact_match"], scores["f1"])
     return {"steps_per_epoch": steps, "epochs": epochs}
@@ -123,7 +144,7 @@ def run_hf(args, task, spec, train, evaluation, tokenizer):
     import torch
     from transformers import BertForQuestionAnswering, get_linear_schedule_with_warmup
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.train_seed)
     torch.set_num_threads(args.threads)
     # transformers' default attention (SDPA): the reference at its usual speed.
     model = BertForQuestionAnswering.from_pretrained(args.hf_model)
@@ -138,7 +159,7 @@ def run_hf(args, task, spec, train, evaluation, tokenizer):
     def batches(epoch):  # kbert's own training batches, as torch tensors
         out = []
         for x, y, _ in task.dataset(train, tokenizer, spec, args.batch_size, True,
-                                    seed=args.seed + epoch):
+                                    seed=args.train_seed + epoch):
             out.append({
                 "input_ids": torch.from_numpy(x["token_ids"].numpy().astype(np.int64)),
                 "token_type_ids": torch.from_numpy(x["segment_ids"].numpy().astype(np.int64)),
@@ -170,7 +191,7 @@ def run_hf(args, task, spec, train, evaluation, tokenizer):
         predictions = hf_predict(model, task, spec, evaluation, tokenizer, args.batch_size)
         scores = task.evaluate(evaluation, predictions, spec)
         epochs.append({"epoch": epoch + 1, "train_seconds": seconds,
-                       "loss": float(np.mean(losses)), **scores})
+                       "loss": float(np.mean(losses)), **scores, "step_losses": losses})
         logging.info("transformers epoch %d: %.1f s, EM %.2f F1 %.2f", epoch + 1, seconds,
                      scores["exact_match"], scores["f1"])
     return {"steps_per_epoch": steps, "epochs": epochs}
@@ -212,8 +233,15 @@ def hf_predict(model, task, spec, examples, tokenizer, batch_size):
     return predictions
 
 
+def _quarters(values):
+    n = len(values)
+    return [values[i * n // 4:(i + 1) * n // 4] for i in range(4) if (i + 1) * n // 4 > i * n // 4]
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.train_seed is None:
+        args.train_seed = args.seed
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import tensorflow as tf
 
@@ -254,6 +282,11 @@ def main(argv=None):
         for e in results.get(name, {}).get("epochs", []):
             print(f"{name:14s}{e['epoch']:6d}{e['train_seconds']:10.1f}"
                   f"{e['exact_match']:8.2f}{e['f1']:8.2f}")
+    print("mean training loss by quarter of each epoch:")
+    for name in ("kbert", "transformers"):
+        for e in results.get(name, {}).get("epochs", []):
+            quarters = [float(sum(q) / len(q)) for q in _quarters(e["step_losses"])]
+            print(f"{name:14s}{e['epoch']:6d}  " + "  ".join(f"{q:.3f}" for q in quarters))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

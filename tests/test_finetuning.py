@@ -115,8 +115,19 @@ def test_regression_pairs_without_eval(data, tmp_path):
     assert result.best_epoch == 2 and result.metrics["best"] == {}
     assert sorted(os.listdir(tmp_path / "run")) == ["metrics.json", "model"]
     assert result.metrics["primary_metric"] == "pearson"
-    scores = evaluate(result.model_dir, train, pair_column="pair")
+    # The training file's reading options are saved with the model: evaluate reads
+    # another file the same way without being told, and options given override them.
+    with open(os.path.join(result.model_dir, "task.json")) as f:
+        assert json.load(f)["read_options"] == {"pair_column": "pair"}
+    scores = evaluate(result.model_dir, train)
     assert set(scores) == {"pearson", "spearman", "mse"}
+    renamed = tmp_path / "renamed.tsv"
+    with open(train, encoding="utf-8") as f:
+        renamed.write_text(f.read().replace("text\tpair\tlabel", "text\tsecond\tlabel", 1),
+                           encoding="utf-8")
+    assert evaluate(result.model_dir, str(renamed), pair_column="second") == scores
+    with pytest.raises(ValueError, match="pair"):
+        evaluate(result.model_dir, str(renamed))
     got = predict(result.model_dir, [("w1 good", "w2")])
     assert set(got[0]) == {"source", "score"} and isinstance(got[0]["score"], float)
 

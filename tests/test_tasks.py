@@ -24,7 +24,9 @@ def _inputs(batch=3, length=16, seed=0):
 
 
 @pytest.mark.parametrize("spec, shapes", [
-    (TaskSpec("classification", labels=("neg", "pos")), {"logits": (3, 2)}),
+    (TaskSpec("classification", labels=("neg", "pos"),
+              read_options={"text_column": "sentence", "label_column": 2}),
+     {"logits": (3, 2)}),
     (TaskSpec("regression"), {"logits": (3, 1)}),
     (TaskSpec("tagging", labels=("O", "B-PER", "I-PER")), {"logits": (3, 16, 3)}),
     (TaskSpec("qa"), {"start_logits": (3, 16), "end_logits": (3, 16)}),
@@ -76,6 +78,19 @@ def test_wrong_head_shape_is_named(tmp_path):
 def test_spec_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TaskSpec(**kwargs)
+
+
+def test_spec_read_options_are_sorted_pairs_and_json(tmp_path):
+    spec = TaskSpec("qa", read_options={"pair_column": "b", "label_column": 0})
+    assert spec.read_options == (("label_column", 0), ("pair_column", "b"))
+    assert spec == TaskSpec("qa", read_options=[("pair_column", "b"), ("label_column", 0)])
+    spec.save(tmp_path / "task.json")
+    with open(tmp_path / "task.json") as f:
+        assert json.load(f)["read_options"] == {"label_column": 0, "pair_column": "b"}
+    assert TaskSpec.load(tmp_path / "task.json") == spec
+    assert TaskSpec("qa").to_dict()["read_options"] == {}
+    with pytest.raises(ValueError, match="read_options must map"):
+        TaskSpec("qa", read_options=["text_column"])
 
 
 def test_spec_unknown_key(tmp_path):

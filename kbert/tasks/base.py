@@ -20,9 +20,12 @@ class Task(abc.ABC):
 
     Attributes:
         command: the CLI word (`kbert finetune classify|tag|qa`).
+        read_option_names: the options of `read` (column names, file format) that the
+            runner saves in the spec, so that evaluating reads files as training did.
     """
 
     command: str
+    read_option_names: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def read(self, path: str, **options) -> list[Any]:

@@ -149,6 +149,7 @@ class ClassificationTask(Task):
     """
 
     command = "classify"
+    read_option_names = READ_OPTIONS
 
     def __init__(self, metric: str = "accuracy", regression: bool = False):
         self._metric = _check_metric(metric)

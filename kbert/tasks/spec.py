@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 # classification: softmax over `labels` (single text, or a pair when `pair`).
 # regression: one score (e.g. STS-B similarity), trained with mean squared error.
@@ -39,6 +40,9 @@ class TaskSpec:
         null_score_threshold: qa (SQuAD 2.0): answer "no answer" when the null score
             minus the best span score is above this; None = always answer (SQuAD 1.1).
         tag_scheme: tagging: "IOB1", "IOB2" or "none" (POS tags; token accuracy).
+        read_options: the reading options the training file was read with (column
+            names, file format), as sorted (name, value) pairs: `kbert evaluate` reads
+            other files the same way unless told otherwise.
     """
 
     task: str
@@ -53,11 +57,22 @@ class TaskSpec:
     n_best: int = 20
     null_score_threshold: float | None = None
     tag_scheme: str = "none"
+    read_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        options = self.read_options
+        # A dict (task.json, callers) or pairs; kept as sorted pairs so the spec stays
+        # hashable and comparable.
+        pairs = options.items() if isinstance(options, dict) else options
+        try:
+            pairs = tuple(sorted((str(name), value) for name, value in pairs))
+        except (TypeError, ValueError):
+            raise ValueError(f"read_options must map option names to values, got "
+                             f"{options!r}") from None
+        object.__setattr__(self, "read_options", pairs)
         if self.task in ("classification", "tagging") and len(self.labels) < 2:
             raise ValueError(f"a {self.task} task needs at least 2 labels, got "
                              f"{list(self.labels)}")
@@ -77,6 +92,7 @@ class TaskSpec:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
+        d["read_options"] = dict(self.read_options)
         return d
 
     @classmethod

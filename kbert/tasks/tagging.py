@@ -92,6 +92,7 @@ class TaggingTask(Task):
     """One tag per word (NER with IOB tags, POS); see the module docstring."""
 
     command = "tag"
+    read_option_names = READ_OPTIONS
     # Training and `predict` batches are cut to their longest window rounded up to 8
     # (`kbert.data.batching.trim_to_longest`): most sentences are far shorter than T, and
     # padding to T would multiply the work. False keeps every batch at T (static shapes,
