@@ -64,6 +64,10 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="intra-op threads for both frameworks")
+    p.add_argument("--hf-head", choices=("kbert", "own"), default="kbert",
+                   help="transformers' qa_outputs layer starts from kbert's freshly "
+                        "initialised head (kbert: a paired comparison, both start from the "
+                        "same weights) or from its own random initialisation (own)")
     p.add_argument("--jit-compile", action="store_true",
                    help="kbert: XLA-compile the train step (as `kbert finetune --jit-compile`)")
     p.add_argument("--skip-hf", action="store_true", help="only run kbert")
@@ -103,15 +107,31 @@ def step_losses_callback():
     return StepLosses()
 
 
+def initial_head(args, model_dir, spec):
+    """kbert's freshly initialised QA head for --train-seed: {"kernel" [H, 2], "bias" [2]}
+    (the same draw `run_kbert` starts from: same seed, same model construction)."""
+    import keras
+
+    from kbert.tasks.heads import head_layer
+    from kbert.tasks.task_dir import load_task_model
+
+    keras.utils.set_random_seed(args.train_seed)
+    model, _, _ = load_task_model(model_dir, spec=spec)
+    kernel, bias = head_layer(model, spec).get_weights()
+    return {"kernel": kernel, "bias": bias}
+
+
 def run_kbert(args, model_dir, task, spec, train, evaluation, tokenizer):
     import keras
     import tensorflow as tf
 
+    from kbert.tasks.heads import head_layer
     from kbert.tasks.task_dir import load_task_model
     from kbert.training import create_optimizer
 
     keras.utils.set_random_seed(args.train_seed)
     model, _, _ = load_task_model(model_dir, spec=spec)
+    head_l1 = float(sum(abs(w).sum() for w in head_layer(model, spec).get_weights()))
     steps = sum(1 for _ in task.dataset(train, tokenizer, spec, args.batch_size, True,
                                         seed=args.train_seed))
     optimizer = create_optimizer(args.learning_rate, total_steps=steps * args.epochs,
@@ -136,10 +156,10 @@ def run_kbert(args, model_dir, task, spec, train, evaluation, tokenizer):
                        "step_losses": losses.losses})
         logging.info("kbert epoch %d: %.1f s, EM %.2f F1 %.2f", epoch + 1, seconds,
                      scores["exact_match"], scores["f1"])
-    return {"steps_per_epoch": steps, "epochs": epochs}
+    return {"steps_per_epoch": steps, "initial_head_l1": head_l1, "epochs": epochs}
 
 
-def run_hf(args, task, spec, train, evaluation, tokenizer):
+def run_hf(args, task, spec, train, evaluation, tokenizer, head=None):
     import numpy as np
     import torch
     from transformers import BertForQuestionAnswering, get_linear_schedule_with_warmup
@@ -148,6 +168,10 @@ def run_hf(args, task, spec, train, evaluation, tokenizer):
     torch.set_num_threads(args.threads)
     # transformers' default attention (SDPA): the reference at its usual speed.
     model = BertForQuestionAnswering.from_pretrained(args.hf_model)
+    if head is not None:  # start from kbert's head (Keras kernel [H, 2] = torch weight.T)
+        with torch.no_grad():
+            model.qa_outputs.weight.copy_(torch.from_numpy(head["kernel"].T.copy()))
+            model.qa_outputs.bias.copy_(torch.from_numpy(head["bias"]))
     no_decay = [p for n, p in model.named_parameters()
                 if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters()
@@ -169,6 +193,7 @@ def run_hf(args, task, spec, train, evaluation, tokenizer):
             })
         return out
 
+    head_l1 = float(model.qa_outputs.weight.abs().sum() + model.qa_outputs.bias.abs().sum())
     first_epoch = batches(0)
     steps = len(first_epoch)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps * args.epochs),
@@ -194,7 +219,7 @@ def run_hf(args, task, spec, train, evaluation, tokenizer):
                        "loss": float(np.mean(losses)), **scores, "step_losses": losses})
         logging.info("transformers epoch %d: %.1f s, EM %.2f F1 %.2f", epoch + 1, seconds,
                      scores["exact_match"], scores["f1"])
-    return {"steps_per_epoch": steps, "epochs": epochs}
+    return {"steps_per_epoch": steps, "initial_head_l1": head_l1, "epochs": epochs}
 
 
 def hf_predict(model, task, spec, examples, tokenizer, batch_size):
@@ -275,7 +300,9 @@ def main(argv=None):
             results["kbert"] = run_kbert(args, model_dir, task, spec, train, evaluation,
                                          tokenizer)
         if not args.skip_hf:
-            results["transformers"] = run_hf(args, task, spec, train, evaluation, tokenizer)
+            head = initial_head(args, model_dir, spec) if args.hf_head == "kbert" else None
+            results["transformers"] = run_hf(args, task, spec, train, evaluation, tokenizer,
+                                             head)
 
     print(f"{'':14s}{'epoch':>6s}{'train s':>10s}{'EM':>8s}{'F1':>8s}")
     for name in ("kbert", "transformers"):
