@@ -10,9 +10,17 @@ article-disjoint train / eval split of a SQuAD v1.1 file, and in the same proces
   biases and LayerNorm weights, clipping 1.0, `get_linear_schedule_with_warmup`) on the
   SAME windows in the SAME order: every epoch's batches are taken from kbert's training
   dataset, so both see identical token ids and labels (T, doc_stride, max_query_length
-  as given);
+  as given).
 
-then both are scored the same way: their start / end logits on the eval windows are
+Both start from the same weights: the checkpoint's encoder and, unless --hf-head own,
+kbert's freshly initialised QA head copied into transformers' `qa_outputs`. What is left
+to differ is the two frameworks' dropout draws and arithmetic. At this budget (one epoch,
+~200 steps) those alone move F1 by several points from seed to seed (--train-seed:
+shuffling, head and dropout; the article split stays --seed's), so compare means over
+seeds rather than one run. Each step's loss is in the results (`step_losses`) and the
+table prints the mean loss of each quarter of an epoch.
+
+Then both are scored the same way: their start / end logits on the eval windows are
 decoded by kbert's decoder (kbert.tasks.qa_decode: n-best 20, max_answer_length 30,
 maximum-context rule, exact context substrings) and scored with the official EM / F1.
 Seconds per epoch are wall-clock training time: for kbert including its tf.data
