@@ -18,6 +18,7 @@ A run writes one directory, atomically (it appears when the run has finished)::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -118,6 +119,11 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
     _check_settings(settings)
     options = dict(settings.options)
     keras.utils.set_random_seed(settings.seed)
+    if settings.jit_compile and getattr(task, "trim_multiple", 8) < 8:
+        # XLA compiles the step once per batch shape: fewer shapes (a copy: the caller's
+        # task keeps its setting).
+        task = copy.copy(task)
+        task.trim_multiple = 8
 
     train = task.read(settings.train, **options)
     spec = task.make_spec(train, settings.seq_len, **options)

@@ -103,6 +103,23 @@ def test_best_epoch_weights_are_kept(data, tmp_path):
         assert mine["probabilities"] == pytest.approx(epoch_two["probabilities"], abs=1e-6)
 
 
+def test_xla_run_rounds_batch_lengths_on_a_copy_of_the_task(data, tmp_path):
+    """With jit_compile, batches are cut to multiples of 8 (XLA compiles each shape once);
+    the caller's task keeps its exact-length setting."""
+    seen = []
+
+    class Recording(ClassificationTask):
+        def dataset(self, *args, **kwargs):
+            seen.append(self.trim_multiple)
+            return super().dataset(*args, **kwargs)
+
+    task = Recording()
+    result = finetune(task, _settings(data, tmp_path / "run", epochs=1, jit_compile=True),
+                      verbose=0)
+    assert seen and set(seen) == {8} and task.trim_multiple == 1
+    assert result.metrics["settings"]["jit_compile"] is True
+
+
 def test_regression_pairs_without_eval(data, tmp_path):
     rows = keyword_rows(64, seed=3, pair=True)
     rows = [(t, p, 1.0 if label == "good" else 0.0) for t, p, label in rows]

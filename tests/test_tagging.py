@@ -41,15 +41,15 @@ def test_label_on_first_piece_only(tokenizer):
     assert spec.labels == ("B-A", "B-E", "I-A", "O") and spec.tag_scheme == "IOB2"
     x, y, w = next(iter(TASK.dataset(examples, tokenizer, spec, batch_size=8, training=False)))
     ids = {t: i for i, t in enumerate(VOCAB)}
-    # [CLS] ab cd ##xy ##zz [UNK] ef , [SEP]: the zero-width word became one [UNK].
+    # [CLS] ab cd ##xy ##zz [UNK] ef , [SEP]: the zero-width word became one [UNK]; the
+    # batch is cut to its longest row (9 of T = 12).
     np.testing.assert_array_equal(x["token_ids"][0], [ids[t] for t in (
-        "[CLS]", "ab", "cd", "##xy", "##zz", "[UNK]", "ef", ",", "[SEP]", "[PAD]", "[PAD]",
-        "[PAD]")])
-    np.testing.assert_array_equal(x["padding_mask"][0], [1] * 9 + [0] * 3)
-    np.testing.assert_array_equal(y["logits"][0], [0, 0, 2, 0, 0, 3, 1, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(w["logits"][0], [0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0])
+        "[CLS]", "ab", "cd", "##xy", "##zz", "[UNK]", "ef", ",", "[SEP]")])
+    np.testing.assert_array_equal(x["padding_mask"][0], [1] * 9)
+    np.testing.assert_array_equal(y["logits"][0], [0, 0, 2, 0, 0, 3, 1, 0, 0])
+    np.testing.assert_array_equal(w["logits"][0], [0, 1, 1, 0, 0, 1, 1, 0, 0])
     np.testing.assert_array_equal(y["logits"][1][:3], [0, 3, 0])
-    np.testing.assert_array_equal(w["logits"][1], [0, 1] + [0] * 10)
+    np.testing.assert_array_equal(w["logits"][1], [0, 1] + [0] * 7)
 
 
 # -- windows and the max-context merge -----------------------------------------------------
@@ -134,16 +134,22 @@ def test_batches_trimmed_to_longest_window(tokenizer):
     full_task.trim_batches = False
     x, y, w = next(iter(TASK.dataset(examples, tokenizer, spec, 8, training=False)))
     fx, fy, fw = next(iter(full_task.dataset(examples, tokenizer, spec, 8, training=False)))
-    assert x["token_ids"].shape == (3, 24) and fx["token_ids"].shape == (3, 64)
+    # The longest sentence: 17 pieces + [CLS] + [SEP] = 19 (24 when rounded up to 8).
+    assert x["token_ids"].shape == (3, 19) and fx["token_ids"].shape == (3, 64)
+    rounded_task = TaggingTask()
+    rounded_task.trim_multiple = 8
+    rx, _, _ = next(iter(rounded_task.dataset(examples, tokenizer, spec, 8, training=False)))
+    assert rx["token_ids"].shape == (3, 24)
+    np.testing.assert_array_equal(rx["token_ids"][:, :19], x["token_ids"])
     for a, b in ((x["token_ids"], fx["token_ids"]), (y["logits"], fy["logits"]),
                  (w["logits"], fw["logits"])):
-        np.testing.assert_array_equal(a, b[:, :24])
-        assert not np.any(b[:, 24:])
+        np.testing.assert_array_equal(a, b[:, :19])
+        assert not np.any(b[:, 19:])
     config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1)
     model = build_task_model(build_encoder(config), spec)
-    real = fx["padding_mask"].numpy()[:, :24, None] > 0
+    real = fx["padding_mask"].numpy()[:, :19, None] > 0
     np.testing.assert_allclose(np.where(real, model(x)["logits"], 0),
-                               np.where(real, model(fx)["logits"][:, :24], 0), atol=1e-5)
+                               np.where(real, model(fx)["logits"][:, :19], 0), atol=1e-5)
 
 
 def test_stride_must_cover_every_piece():
