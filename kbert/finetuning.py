@@ -119,7 +119,7 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
     _check_settings(settings)
     options = dict(settings.options)
     keras.utils.set_random_seed(settings.seed)
-    if settings.jit_compile and getattr(task, "trim_multiple", 8) < 8:
+    if settings.jit_compile and task.trim_multiple < 8:
         # XLA compiles the step once per batch shape: fewer shapes (a copy: the caller's
         # task keeps its setting).
         task = copy.copy(task)

@@ -150,9 +150,6 @@ class ClassificationTask(Task):
 
     command = "classify"
     read_option_names = READ_OPTIONS
-    # Training batches are cut to their longest row rounded up to this (see
-    # TaggingTask.trim_multiple: exact is faster; the runner uses 8 with XLA).
-    trim_multiple: int = 1
 
     def __init__(self, metric: str = "accuracy", regression: bool = False):
         self._metric = _check_metric(metric)

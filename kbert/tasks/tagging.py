@@ -93,16 +93,11 @@ class TaggingTask(Task):
 
     command = "tag"
     read_option_names = READ_OPTIONS
-    # Training and `predict` batches are cut to their longest window
-    # (`kbert.data.batching.trim_to_longest`): most sentences are far shorter than T, and
-    # padding to T would multiply the work. False keeps every batch at T (static shapes,
-    # e.g. for a TPU). The serving graph always uses T.
+    # Training and `predict` batches are cut to their longest window, rounded up to
+    # `Task.trim_multiple` (`kbert.data.batching.trim_to_longest`): most sentences are
+    # far shorter than T, and padding to T would multiply the work. False keeps every
+    # batch at T (static shapes, e.g. for a TPU). The serving graph always uses T.
     trim_batches: bool = True
-    # Training batches are cut to a multiple of this. 1 (the exact longest window, as
-    # transformers' padding="longest"): UD EWT, MiniLM, one epoch on 2 cores took 254.9 s
-    # against 268.7 s with 8 (Keras relaxes the step's shapes after two traces). The
-    # runner uses 8 with XLA (`jit_compile`), which compiles once per distinct shape.
-    trim_multiple: int = 1
 
     # -- data --------------------------------------------------------------------------
     def read(self, path: str, **options) -> list[Sentence]:
