@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import keras
@@ -6,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from kbert.config import BertConfig
-from kbert.models import build_encoder
+from kbert.models import build_encoder, cls_outputs
 
 SMALL = BertConfig(vocabulary_size=200, num_layers=2, num_heads=4, hidden_dim=32,
                    intermediate_dim=64, max_sequence_length=64)
@@ -90,6 +91,36 @@ def test_gelu_variants_differ_slightly():
     diff = np.abs(np.asarray(exact(x)["sequence_output"])
                   - np.asarray(approx(x)["sequence_output"])).max()
     assert 1e-6 < diff < 5e-2
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_cls_outputs_match_the_full_encoder(policy):
+    # The shortcut a classifier's serving graph takes (last block for [CLS] only) gives
+    # the full encoder's [CLS] row and pooled output, in eager and graph mode, float32 and
+    # bfloat16, with padding.
+    x = random_inputs(3, 16, lengths=[16, 9, 3], seed=7)
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_encoder(SMALL)
+        full = model(x)
+        fast = cls_outputs(model, x)
+        graph = tf.function(lambda inputs: cls_outputs(model, inputs))(x)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    atol = 2e-6 if policy == "float32" else 2e-2
+    for got in (fast, graph):
+        assert got["pooled_output"].dtype == full["pooled_output"].dtype
+        np.testing.assert_allclose(np.asarray(tf.cast(got["cls_output"], tf.float32)),
+                                   np.asarray(tf.cast(full["sequence_output"][:, 0],
+                                                      tf.float32)), atol=atol)
+        np.testing.assert_allclose(np.asarray(tf.cast(got["pooled_output"], tf.float32)),
+                                   np.asarray(tf.cast(full["pooled_output"], tf.float32)),
+                                   atol=atol)
+    # Dropout still applies when asked (training), so the two paths are the same function.
+    dropped = build_encoder(dataclasses.replace(SMALL, dropout=0.5))
+    a = cls_outputs(dropped, x, training=True)["pooled_output"].numpy()
+    b = cls_outputs(dropped, x, training=False)["pooled_output"].numpy()
+    assert np.abs(a - b).mean() > 1e-3
 
 
 def test_jit_compile_matches_eager():

@@ -119,6 +119,29 @@ def test_padded_keys_are_ignored():
     np.testing.assert_array_equal(a[0], b[0])
 
 
+@pytest.mark.parametrize("rows", [1, 3, 11, 20])
+def test_query_rows_gives_the_first_rows_of_the_full_output(rows):
+    # The rows attend to every key as before (padded ones masked), so each equals the
+    # full block's row; k >= T gives all T rows.
+    ours, _ = _pair()
+    x, mask = _inputs()
+    full = ours(x, padding_mask=mask).numpy()
+    graph = tf.function(lambda a, m: ours(a, padding_mask=m, query_rows=rows))
+    for got in (ours(x, padding_mask=mask, query_rows=rows), graph(x, mask)):
+        assert tuple(got.shape) == (3, min(rows, 11), HIDDEN)
+        np.testing.assert_allclose(got.numpy(), full[:, :rows], atol=2e-5)
+    # With dynamic shapes too (batch and length unknown when traced).
+    spec = [tf.TensorSpec([None, None, HIDDEN]), tf.TensorSpec([None, None], tf.int32)]
+    dynamic = tf.function(lambda a, m: ours(a, padding_mask=m, query_rows=rows),
+                          input_signature=spec)
+    np.testing.assert_allclose(dynamic(x, mask).numpy(), full[:, :rows], atol=2e-5)
+    # A key the rows attend to does change them (the keys are not cut to the rows).
+    changed = x.numpy().copy()
+    changed[0, 10] += 3.0
+    moved = ours(tf.constant(changed), padding_mask=mask, query_rows=rows).numpy()
+    assert np.abs(moved[0, 0] - full[0, 0]).max() > 1e-3
+
+
 def test_config_round_trip():
     ours, _ = _pair()
     clone = TransformerBlock.from_config(ours.get_config())

@@ -36,6 +36,7 @@ from kbert.data.batching import trim_to_longest
 from kbert.data.readers import TextExample, read_text_examples
 from kbert.tasks import classification_metrics as metrics
 from kbert.tasks.base import Task
+from kbert.tasks.heads import pooled_logits
 from kbert.tasks.spec import TaskSpec
 from kbert.text.packer import pack
 
@@ -346,7 +347,7 @@ class ClassificationTask(Task):
         [B]."""
         features = dict(self.serving_features(tokenizer, spec, inputs))
         example = features.pop("example_index")
-        logits = model(features, training=False)["logits"]
+        logits = pooled_logits(model, spec, features)  # [N, C]
         mean = average_windows(logits, example, tf.shape(inputs["text"])[0])
         if spec.task == "regression":
             return {"scores": mean[:, 0]}

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from kbert.models import cls_outputs
 from kbert.text.packer import pack
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,13 @@ def embedding_serving_outputs(model, tokenizer, inputs: dict[str, tf.Tensor], se
     Core TF ops plus the tokenizer's, so the graph exports to SavedModel and TFLite.
     """
     features = embedding_features(tokenizer, inputs, seq_len)
-    outputs = model(features, training=False)
+    if pooling == "pooled" or (pooling == "cls" and layer is None and not concat_last_four):
+        # Only position 0 of the last block is read: run that block for [CLS] alone.
+        outputs = cls_outputs(model, features)
+        outputs = {"pooled_output": outputs["pooled_output"],
+                   "sequence_output": tf.expand_dims(outputs["cls_output"], 1)}  # [B, 1, H]
+    else:
+        outputs = model(features, training=False)
     return {"embeddings": pool(outputs, features["padding_mask"], pooling, layer,
                                concat_last_four, normalize)}
 
