@@ -73,7 +73,8 @@ class MaskedLMHead(keras.layers.Layer):
     this one casts the bias, so the large [B*P, H] x [H, V] product runs in the compute
     dtype.
 
-    Call: `head(sequence_output [B, T, H], mask_positions=int32 [B, P])` -> [B, P, V].
+    Call: `head(sequence_output [B, T, H], mask_positions=int32 [B, P])` -> [B, P, V];
+    with `mask_positions=None` the inputs are already the [B, P, H] rows to predict.
     """
 
     def __init__(self, token_embedding, activation="gelu", layer_norm_epsilon=1e-12,
@@ -97,8 +98,10 @@ class MaskedLMHead(keras.layers.Layer):
         self._output_bias = self.add_weight(
             name="output_bias", shape=(self.token_embedding.input_dim,), initializer="zeros")
 
-    def call(self, inputs, mask_positions):
-        x = keras.ops.take_along_axis(inputs, keras.ops.expand_dims(mask_positions, -1), axis=1)
+    def call(self, inputs, mask_positions=None):
+        x = inputs
+        if mask_positions is not None:
+            x = keras.ops.take_along_axis(x, keras.ops.expand_dims(mask_positions, -1), axis=1)
         x = self._intermediate_layer_norm(self._intermediate_dense(x))
         # x @ E^T as one MatMul with transpose_b: ReversibleEmbedding(reverse=True) writes
         # matmul(x, transpose(E)), which materialises the [V, H] transpose in the forward
@@ -302,11 +305,16 @@ class TransformerBlock(keras.layers.Layer):
       mask and a `SelectV2` per head.
 
     Call: `block(x [B, T, H], padding_mask=int/bool [B, T] or None, training=bool,
-    query_rows=None)` -> [B, T, H] in the compute dtype. With `query_rows=k` (a Python int)
-    only the first k positions are computed: they attend to all T positions as usual, but
-    the query, attention-output and feed-forward products run on k rows instead of T, and
-    the result is [B, k, H] (equal to the first k rows of the full output). A classifier
-    needs only [CLS] from the last block: at T=128 that is ~7% of a base encoder's work.
+    query_positions=None)` -> [B, T, H] in the compute dtype.
+
+    `query_positions` computes some positions only, for a last block whose other rows
+    nobody reads: a Python int k (the first k positions, e.g. 1 for a classifier's [CLS])
+    or an int32 [B, P] tensor (those positions of each sequence, repeats allowed, e.g.
+    [CLS] and the masked positions in pre-training). They attend to all T positions as
+    usual; the query, attention-output and feed-forward products run on k or P rows
+    instead of T, and the result is [B, k or P, H], equal to those rows of the full
+    output (and so are the gradients). Base at T=128, [CLS] only: ~7% of the encoder's
+    work saved.
     """
 
     def __init__(self, intermediate_dim, num_heads, dropout=0.0, activation="gelu",
@@ -367,7 +375,7 @@ class TransformerBlock(keras.layers.Layer):
             return 0.5 * h * (1.0 + tf.math.erf(h * 0.7071067811865476))
         return self.activation(h)
 
-    def call(self, inputs, padding_mask=None, training=None, query_rows=None):
+    def call(self, inputs, padding_mask=None, training=None, query_positions=None):
         training = bool(training)
         x = tf.convert_to_tensor(inputs)
         dtype = x.dtype
@@ -377,12 +385,18 @@ class TransformerBlock(keras.layers.Layer):
         heads = self.num_heads
         head_dim = hidden // heads
         attention = self._self_attention_layer
-        if query_rows is None:
+        if query_positions is None:
             rows, queries = length, None
-        else:  # only the first rows come out: [B, rows, H]
-            rows = tf.minimum(length, query_rows)
+        else:  # only these rows come out: [B, rows, H]
+            if isinstance(query_positions, int):  # a slice: no gather (and TFLite-simple)
+                rows = tf.minimum(length, query_positions)
+                picked = x[:, :query_positions]
+            else:
+                positions = tf.cast(query_positions, tf.int32)
+                rows = tf.shape(positions)[1]
+                picked = tf.gather(x, positions, batch_dims=1)
             shape = tf.stack([batch, rows, hidden])
-            queries = tf.reshape(x[:, :query_rows], [-1, hidden])  # [B*rows, H]
+            queries = tf.reshape(picked, [-1, hidden])  # [B*rows, H]
         x = tf.reshape(x, [-1, hidden])  # [B*T, H]: every dense product is 2-D
         queries = x if queries is None else queries
 

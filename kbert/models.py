@@ -83,15 +83,45 @@ def build_encoder(config: BertConfig, name: str = "bert_encoder") -> keras.Model
 
 
 
-def cls_outputs(encoder: keras.Model, features, training: bool = False) -> dict:
-    """The encoder's outputs at [CLS] only, with less work: the last block runs for [CLS].
 
-    Every block but the last needs all T positions (they feed the next block's keys and
-    values); when only position 0 of the last block is read (a classifier, CLS or pooled
-    sentence embeddings), its query, attention-output and feed-forward products can run on
-    one row per sequence instead of T (`TransformerBlock(query_rows=1)`). Base, T=128:
-    1.56 of 22.3 GFLOP per sequence saved. Same layers and variables as `encoder` (from
-    `build_encoder`), so the results equal the full model's up to float rounding.
+def encoder_rows(model: keras.Model, features, positions, training: bool = False):
+    """The last block's output at some positions only, for callers that read no others.
+
+    Every block but the last runs on all T positions (they feed the next block's keys and
+    values); the last runs its query, attention-output and feed-forward products on the
+    chosen rows only (`TransformerBlock(query_positions=...)`). Same layers and variables
+    as the full encoder, so the rows (and their gradients) equal the corresponding rows of
+    `sequence_output` up to float rounding. Base at T=128 with [CLS] only: 1.56 of 22.3
+    GFLOP per sequence saved; pre-training mini with [CLS] + 20 masked positions: ~15% of
+    the encoder's forward work.
+
+    Args:
+        model: a model from `build_encoder`, or one that holds its layers under their
+            names (the pre-training model).
+        features: dict of `token_ids`, `segment_ids`, `padding_mask`, int32 [B, T].
+        positions: a Python int k (the first k positions) or int32 [B, P] positions.
+        training: dropout on or off.
+
+    Returns:
+        float [B, k or P, H] in the encoder's compute dtype.
+    """
+    layer = model.get_layer
+    token = layer("token_embedding")(features["token_ids"])
+    x = layer("embeddings_add")([token, layer("position_embedding")(token),
+                                 layer("segment_embedding")(features["segment_ids"])])
+    x = layer("embeddings_layer_norm")(x)
+    x = layer("embeddings_dropout")(x, training=training)
+    blocks = [l for l in model.layers if isinstance(l, TransformerBlock)]
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1
+        x = block(x, padding_mask=features["padding_mask"], training=training,
+                  query_positions=positions if last else None)
+    return x
+
+
+def cls_outputs(encoder: keras.Model, features, training: bool = False) -> dict:
+    """The encoder's outputs at [CLS] only (a classifier's, CLS / pooled embeddings'),
+    through `encoder_rows` with the last block run for position 0 alone.
 
     Args:
         encoder: a model from `build_encoder`.
@@ -102,16 +132,6 @@ def cls_outputs(encoder: keras.Model, features, training: bool = False) -> dict:
         `cls_output` (= `sequence_output[:, 0]`) and `pooled_output`, float [B, H] in the
         encoder's compute dtype.
     """
-    layer = encoder.get_layer
-    token = layer("token_embedding")(features["token_ids"])
-    x = layer("embeddings_add")([token, layer("position_embedding")(token),
-                                 layer("segment_embedding")(features["segment_ids"])])
-    x = layer("embeddings_layer_norm")(x)
-    x = layer("embeddings_dropout")(x, training=training)
-    blocks = [l for l in encoder.layers if isinstance(l, TransformerBlock)]
-    for i, block in enumerate(blocks):
-        last = i == len(blocks) - 1
-        x = block(x, padding_mask=features["padding_mask"], training=training,
-                  query_rows=1 if last else None)
-    cls_output = x[:, 0, :]
-    return {"cls_output": cls_output, "pooled_output": layer("pooler")(cls_output)}
+    cls_output = encoder_rows(encoder, features, 1, training)[:, 0, :]
+    return {"cls_output": cls_output,
+            "pooled_output": encoder.get_layer("pooler")(cls_output)}

@@ -19,6 +19,7 @@ from keras import ops
 
 from kbert.config import BertConfig
 from kbert.layers import MaskedLMHead, get_activation
+from kbert.models import encoder_rows
 
 
 def _masked_lm_xent(mask_ids, logits):
@@ -66,6 +67,20 @@ class BertPretrainer(keras.Model):
         self.masked_lm_accuracy = keras.metrics.Mean(name="masked_lm_accuracy")
         self.next_sentence_loss = keras.metrics.Mean(name="next_sentence_loss")
         self.next_sentence_accuracy = keras.metrics.Mean(name="next_sentence_accuracy")
+
+    def call(self, inputs, training=None):
+        """The functional graph's function, with the last Transformer block run only where
+        the heads read it: [CLS] (NSP) and the masked positions (MLM), P + 1 rows instead
+        of T (`kbert.models.encoder_rows`). Same layers, variables, outputs and gradients;
+        mini at T=128, P=20: ~15% less encoder work per step."""
+        mask_positions = tf.cast(inputs["mask_positions"], tf.int32)
+        cls = tf.zeros(tf.stack([tf.shape(mask_positions)[0], 1]), tf.int32)
+        rows = encoder_rows(self, inputs, tf.concat([cls, mask_positions], axis=1),
+                            training=bool(training))  # [B, 1 + P, H]
+        mlm = self.get_layer("mlm_head")(rows[:, 1:])  # already at the masked positions
+        nsp = self.get_layer("nsp_head")(self.get_layer("pooler")(rows[:, 0, :]))
+        return {"mlm_logits": self.get_layer("mlm_logits")(mlm),
+                "nsp_logits": self.get_layer("nsp_logits")(nsp)}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         mlm_logits = ops.cast(y_pred["mlm_logits"], "float32")

@@ -51,6 +51,49 @@ def batch(seed=0, b=4, t=10, p=3):
     return x, y, w
 
 
+def test_call_equals_the_full_encoder_graph_in_values_and_gradients():
+    # BertPretrainer.call runs the last block at [CLS] and the masked positions only; the
+    # same layers through the full encoder give the same logits and the same gradients.
+    import dataclasses
+
+    import tensorflow as tf
+
+    config = dataclasses.replace(TINY, num_layers=2)
+    encoder = kbert.build_encoder(config)
+    model = build_pretrainer(encoder, config)
+    rng = np.random.default_rng(3)
+    for v in model.trainable_weights:  # heads away from their zero / one initialisation
+        v.assign(v + rng.normal(0, 0.05, v.shape).astype("float32"))
+    x, y, _ = batch(seed=2)
+    x["padding_mask"][1, 7:] = 0  # padded keys must stay masked in the shortened block
+    x["mask_positions"][1, 2] = 0  # a padding slot of mask_positions points at [CLS]
+
+    def full(inputs):
+        out = encoder({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+        return {"mlm_logits": model.get_layer("mlm_head")(
+                    out["sequence_output"], mask_positions=inputs["mask_positions"]),
+                "nsp_logits": model.get_layer("nsp_head")(out["pooled_output"])}
+
+    def loss_and_grads(fn):
+        with tf.GradientTape() as tape:
+            out = fn(x)
+            loss = (tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        y["mlm_logits"], out["mlm_logits"]))
+                    + tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        y["nsp_logits"], out["nsp_logits"])))
+        return out, tape.gradient(loss, model.trainable_weights)
+
+    want, want_grads = loss_and_grads(full)
+    for fn in (model, tf.function(lambda inputs: model(inputs))):
+        got, got_grads = loss_and_grads(fn)
+        for name in ("mlm_logits", "nsp_logits"):
+            assert got[name].dtype == tf.float32
+            np.testing.assert_allclose(got[name].numpy(), want[name].numpy(), atol=2e-5)
+        for v, a, b in zip(model.trainable_weights, got_grads, want_grads):
+            a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+            np.testing.assert_allclose(a, b, atol=2e-5, err_msg=v.path)
+
+
 def _xent(logits, labels):
     logits = logits - logits.max(-1, keepdims=True)
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))

@@ -120,26 +120,58 @@ def test_padded_keys_are_ignored():
 
 
 @pytest.mark.parametrize("rows", [1, 3, 11, 20])
-def test_query_rows_gives_the_first_rows_of_the_full_output(rows):
+def test_query_positions_k_gives_the_first_rows_of_the_full_output(rows):
     # The rows attend to every key as before (padded ones masked), so each equals the
     # full block's row; k >= T gives all T rows.
     ours, _ = _pair()
     x, mask = _inputs()
     full = ours(x, padding_mask=mask).numpy()
-    graph = tf.function(lambda a, m: ours(a, padding_mask=m, query_rows=rows))
-    for got in (ours(x, padding_mask=mask, query_rows=rows), graph(x, mask)):
+    graph = tf.function(lambda a, m: ours(a, padding_mask=m, query_positions=rows))
+    for got in (ours(x, padding_mask=mask, query_positions=rows), graph(x, mask)):
         assert tuple(got.shape) == (3, min(rows, 11), HIDDEN)
         np.testing.assert_allclose(got.numpy(), full[:, :rows], atol=2e-5)
     # With dynamic shapes too (batch and length unknown when traced).
     spec = [tf.TensorSpec([None, None, HIDDEN]), tf.TensorSpec([None, None], tf.int32)]
-    dynamic = tf.function(lambda a, m: ours(a, padding_mask=m, query_rows=rows),
+    dynamic = tf.function(lambda a, m: ours(a, padding_mask=m, query_positions=rows),
                           input_signature=spec)
     np.testing.assert_allclose(dynamic(x, mask).numpy(), full[:, :rows], atol=2e-5)
     # A key the rows attend to does change them (the keys are not cut to the rows).
     changed = x.numpy().copy()
     changed[0, 10] += 3.0
-    moved = ours(tf.constant(changed), padding_mask=mask, query_rows=rows).numpy()
+    moved = ours(tf.constant(changed), padding_mask=mask, query_positions=rows).numpy()
     assert np.abs(moved[0, 0] - full[0, 0]).max() > 1e-3
+
+
+def test_query_positions_tensor_gives_those_rows_and_their_gradients():
+    # Pre-training's use: [CLS] plus the masked positions (with repeats: padding slots
+    # point at 0). Rows and the gradients of a loss on them equal the full block's.
+    ours, _ = _pair()
+    x, mask = _inputs()
+    positions = tf.constant([[0, 3, 7, 10], [0, 2, 5, 0], [0, 0, 0, 0]])
+    weights = tf.constant(np.random.default_rng(4).normal(0, 1, (3, 4, HIDDEN)), tf.float32)
+
+    def loss_full(a):
+        return tf.reduce_sum(tf.gather(ours(a, padding_mask=mask), positions, batch_dims=1)
+                             * weights)
+
+    def loss_rows(a):
+        rows = ours(a, padding_mask=mask, query_positions=positions)
+        assert tuple(rows.shape) == (3, 4, HIDDEN)
+        return tf.reduce_sum(rows * weights)
+
+    for run in (lambda f: f(), lambda f: tf.function(f)()):
+        grads = []
+        for loss in (loss_full, loss_rows):
+            def step(loss=loss):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    value = loss(x)
+                return value, tape.gradient(value, [x, *ours.trainable_weights])
+            grads.append(run(step))
+        (full, g_full), (rows, g_rows) = grads
+        np.testing.assert_allclose(rows.numpy(), full.numpy(), rtol=1e-5, atol=1e-3)
+        for a, b in zip(g_rows, g_full):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=2e-4)
 
 
 def test_config_round_trip():
