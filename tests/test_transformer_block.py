@@ -174,6 +174,28 @@ def test_query_positions_tensor_gives_those_rows_and_their_gradients():
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "int32"])
+def test_transpose_bits_equals_transpose_with_its_gradient(dtype):
+    from kbert.layers import _transpose_bits
+
+    x = tf.cast(tf.constant(np.random.default_rng(0).normal(0, 3, (2, 5, 3, 4))), dtype)
+    for perm in ([0, 2, 1, 3], [3, 0, 2, 1]):
+        want = tf.transpose(x, perm)
+        got = tf.function(_transpose_bits)(x, perm)
+        assert got.dtype == x.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(tf.bitcast(got, tf.uint8).numpy(),  # bit for bit
+                                      tf.bitcast(want, tf.uint8).numpy())
+        if dtype != "int32":
+            weights = tf.cast(tf.range(tf.size(want)), dtype)
+            weights = tf.reshape(weights, want.shape)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                a = tf.reduce_sum(_transpose_bits(x, perm) * weights)
+                b = tf.reduce_sum(tf.transpose(x, perm) * weights)
+            np.testing.assert_array_equal(tape.gradient(a, x).numpy(),
+                                          tape.gradient(b, x).numpy())
+
+
 def test_config_round_trip():
     ours, _ = _pair()
     clone = TransformerBlock.from_config(ours.get_config())
