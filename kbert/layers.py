@@ -272,7 +272,20 @@ def _layer_norm_with_gradient(x, gamma, beta, epsilon):
 @keras.saving.register_keras_serializable(package="kbert")
 class LayerNorm(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization` (same variables and config) computed with
-    `layer_norm`: cheaper gradient in training. Last axis only, no rms_scaling."""
+    `layer_norm`: cheaper gradient in training. Last axis only, no rms_scaling.
+
+    Under a pure half-precision policy ("bfloat16", as a bfloat16 export builds the model)
+    gamma and beta stay float32 (policy "mixed_bfloat16"): the normalisation is computed in
+    float32 anyway, and rounding them would make the export differ from the
+    mixed-precision model it stands for.
+    """
+
+    def __init__(self, *args, dtype=None, **kwargs):
+        policy = keras.dtype_policies.get(dtype) if dtype is not None else (
+            keras.config.dtype_policy())
+        if policy.variable_dtype in ("bfloat16", "float16"):
+            dtype = keras.dtype_policies.DTypePolicy(f"mixed_{policy.compute_dtype}")
+        super().__init__(*args, dtype=dtype, **kwargs)
 
     def call(self, inputs, training=None):
         if self.axis not in (-1, [-1]) and list(np.atleast_1d(self.axis)) != [

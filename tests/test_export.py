@@ -196,6 +196,39 @@ def test_bfloat16_export(pretrained_dir, export, tmp_path):
     assert 0 < difference.max() < 0.1  # computed in bfloat16 (8-bit mantissa), not float32
     assert load(path).signatures["serving_default"](text=text)["top_probabilities"].dtype == (
         tf.float32)
+    # Weights stored in bfloat16: each once, half the float32 bytes.
+    from kbert.model_dir import read_checkpoint
+
+    parameter_bytes = sum(v.size * 2 for v in read_checkpoint(pretrained_dir).weights.values())
+    variables = os.path.join(path, "variables")
+    size = sum(os.path.getsize(os.path.join(variables, f)) for f in os.listdir(variables))
+    assert parameter_bytes <= size <= 1.05 * parameter_bytes
+    # Close to a mixed_bfloat16 model (float32 variables rounded at every call, biases
+    # added in float32 by oneDNN's fused products): bfloat16 rounding apart, the same model.
+    import keras
+
+    from kbert.export.graphs import encode_outputs
+    from kbert.model_dir import assign_encoder_weights
+    from kbert.models import build_encoder
+    from kbert.text import Tokenizer
+    from kbert.tasks.embeddings import embedding_features
+
+    checkpoint = read_checkpoint(pretrained_dir)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build_encoder(checkpoint.config)
+        assign_encoder_weights(mixed, checkpoint.weights, source=pretrained_dir)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    tokenizer = Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
+    plain = tf.constant(["the cat sat on the mat", "a dog"])
+    features = embedding_features(tokenizer, {"text": plain}, 16)
+    # In a graph, as the export runs (oneDNN fuses bias and GELU into the products there).
+    expected = tf.function(lambda f: encode_outputs(mixed, f))(features)
+    expected = expected["sequence_output"].numpy()
+    got = load(path).signatures["encode"](text=plain)["sequence_output"].numpy()
+    np.testing.assert_allclose(got, expected, atol=0.05)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.9999
 
 
 def _run_python(code, **env):

@@ -51,7 +51,8 @@ def add_parsers(commands) -> None:
                         "masked-LM heads, else embedding); fine-tuned models export as "
                         "their task")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                   help="bfloat16: the encoder computes in bfloat16, outputs stay float32")
+                   help="bfloat16: the encoder's weights are stored and computed in bfloat16 "
+                        "(half the size), outputs stay float32")
     p.add_argument("--top-k", type=int, default=5, help="fill-mask: guesses per [MASK]")
     p.add_argument("--pooling", choices=("mean", "cls", "pooled"), default="mean",
                    help="embedding: how token vectors become one vector (default: mean)")

@@ -161,8 +161,12 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
             for a plain model directory.
         seq_len: T; default: task.json's seq_len, else 128 (at most the model's
             max_sequence_length).
-        precision: "float32", or "bfloat16" to compute the encoder in bfloat16 (mixed
-            policy: float32 variables, bfloat16 matrix products; outputs stay float32).
+        precision: "float32", or "bfloat16": the encoder's weights are stored and used in
+            bfloat16 (Keras policy "bfloat16"; LayerNorm parameters and a task head
+            declared float32 stay float32), outputs stay float32. A "mixed_bfloat16"
+            model rounds its float32 weights to bfloat16 at every call; storing them
+            rounded once halves the export and saves those casts (base, batch 1: ~92 ->
+            ~61 ms) for the same products.
         top_k: fill-mask: guesses per [MASK].
         pooling, normalize: embedding: "mean", "cls" or "pooled", and whether to
             L2-normalise (see kbert.tasks.embeddings; MiniLM-style sentence embeddings:
@@ -202,7 +206,7 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
     tokenizer = Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    keras.config.set_dtype_policy("bfloat16" if precision == "bfloat16" else "float32")
     try:
         if kind == "fill-mask":
             graph = _fill_mask_graph(checkpoint, tokenizer, seq_len, top_k, model_dir)
