@@ -276,8 +276,8 @@ class LayerNorm(keras.layers.LayerNormalization):
 
     Under a pure half-precision policy ("bfloat16", as a bfloat16 export builds the model)
     gamma and beta stay float32 (policy "mixed_bfloat16"): the normalisation is computed in
-    float32 anyway, and rounding them would make the export differ from the
-    mixed-precision model it stands for.
+    float32 anyway, so rounding them would only lose precision (as many bytes as 2H
+    values per LayerNorm are at stake).
     """
 
     def __init__(self, *args, dtype=None, **kwargs):
@@ -303,10 +303,11 @@ def _transpose_bits(x, perm):
     """`tf.transpose(x, perm)` moving x's bits as integers (differentiable: the gradient is
     the inverse transpose).
 
-    TF's oneDNN graph rewrite turns a float `Transpose` into `_MklTranspose`, which costs
-    ~100 us for one [1, 128, 12, 64] head split against ~20 us for TF's own kernel (48 per
-    base forward, ~3.5 ms of a ~90 ms batch-1 call); integer transposes are not rewritten.
-    Same result bit for bit; at batch 32 both kernels take the same time.
+    TF's oneDNN graph rewrite turns a float `Transpose` into `_MklTranspose`: 48 head
+    splits / merges of [1, 128, 12, 64] took 4.8 ms that way against 1.2 ms with TF's own
+    kernel; integer transposes are not rewritten. Base encoder at batch 1: 88.0 -> 86.2 ms
+    (other work overlaps part of the saving). Same result bit for bit; at batch 32 both
+    kernels take the same time.
     """
     as_int = _SAME_WIDTH_INT.get(x.dtype)
     if as_int is None:

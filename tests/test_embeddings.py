@@ -48,6 +48,9 @@ def _unit(x):
 @pytest.mark.parametrize("kwargs, expected", [
     (dict(pooling="cls"), lambda r: r["layers"][-1][:, 0]),
     (dict(pooling="pooled"), lambda r: r["pooled"]),
+    # These two take the [CLS]-only shortcut (last block for position 0 alone).
+    (dict(pooling="cls", normalize=True), lambda r: _unit(r["layers"][-1][:, 0])),
+    (dict(pooling="pooled", normalize=True), lambda r: _unit(r["pooled"])),
     (dict(pooling="mean"), lambda r: _mean(r["layers"][-1], r["mask"])),
     (dict(pooling="mean", normalize=True), lambda r: _unit(_mean(r["layers"][-1], r["mask"]))),
     (dict(pooling="cls", layer=1), lambda r: r["layers"][1][:, 0]),

@@ -274,9 +274,9 @@ def _embedding_graph(checkpoint, tokenizer, seq_len, pooling, normalize,
 
 
 def _task_graph(model_dir, spec, tokenizer) -> ServingGraph:
-    from kbert.tasks.task_dir import load_task_model
-
+    from kbert.models import ENCODER_NAME
     from kbert.tasks.registry import get_task
+    from kbert.tasks.task_dir import load_task_model
 
     try:
         task = get_task(spec.task)
@@ -290,7 +290,7 @@ def _task_graph(model_dir, spec, tokenizer) -> ServingGraph:
             "graph (Task.serving_inputs / serving_features / serving_outputs)") from None
     model, _, _ = load_task_model(model_dir)
     model_spec = spec  # with the seq_len asked for
-    encoder = model.get_layer("bert_encoder")
+    encoder = model.get_layer(ENCODER_NAME)
     return ServingGraph(
         kind=spec.task, input_names=names, seq_len=spec.seq_len,
         functions={

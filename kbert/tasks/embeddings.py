@@ -79,11 +79,14 @@ def pool(outputs: dict, padding_mask: tf.Tensor, pooling: str = "cls",
             weights = tf.cast(padding_mask, tf.float32)[:, :, tf.newaxis]  # [B, T, 1]
             vectors = (tf.reduce_sum(hidden * weights, axis=1)
                        / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0))
-    if normalize:
-        # x / max(|x|, 1e-12) as sentence-transformers' Normalize (torch F.normalize).
-        squared = tf.reduce_sum(tf.square(vectors), axis=-1, keepdims=True)
-        vectors = vectors * tf.math.rsqrt(tf.maximum(squared, 1e-24))
-    return vectors
+    return _l2_normalize(vectors) if normalize else vectors
+
+
+def _l2_normalize(vectors: tf.Tensor) -> tf.Tensor:
+    """x / max(|x|, 1e-12) per row of float32 [B, D], as sentence-transformers' Normalize
+    (torch F.normalize)."""
+    squared = tf.reduce_sum(tf.square(vectors), axis=-1, keepdims=True)
+    return vectors * tf.math.rsqrt(tf.maximum(squared, 1e-24))
 
 
 def embedding_features(tokenizer, inputs: dict[str, tf.Tensor], seq_len: int
@@ -114,10 +117,10 @@ def embedding_serving_outputs(model, tokenizer, inputs: dict[str, tf.Tensor], se
     if pooling == "pooled" or (pooling == "cls" and layer is None and not concat_last_four):
         # Only position 0 of the last block is read: run that block for [CLS] alone.
         outputs = cls_outputs(model, features)
-        outputs = {"pooled_output": outputs["pooled_output"],
-                   "sequence_output": tf.expand_dims(outputs["cls_output"], 1)}  # [B, 1, H]
-    else:
-        outputs = model(features, training=False)
+        vectors = tf.cast(outputs["pooled_output" if pooling == "pooled" else "cls_output"],
+                          tf.float32)
+        return {"embeddings": _l2_normalize(vectors) if normalize else vectors}
+    outputs = model(features, training=False)
     return {"embeddings": pool(outputs, features["padding_mask"], pooling, layer,
                                concat_last_four, normalize)}
 

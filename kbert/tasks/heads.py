@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kbert.models import cls_outputs, encoder_inputs
+from kbert.models import ENCODER_NAME, cls_outputs, encoder_inputs
 from kbert.tasks.spec import TaskSpec
 
 # Layer (and weight-key prefix) of each task's head; names as Hugging Face's
@@ -50,10 +50,10 @@ def pooled_logits(model: keras.Model, spec: TaskSpec, features):
     work per sequence; mini (4 blocks): ~20% less time.
 
     Args:
-        model: from `build_task_model` (its encoder is the layer "bert_encoder").
+        model: from `build_task_model` (its encoder is the layer `ENCODER_NAME`).
         features: token_ids / segment_ids / padding_mask int32 [N, T].
     """
-    pooled = cls_outputs(model.get_layer("bert_encoder"), features)["pooled_output"]
+    pooled = cls_outputs(model.get_layer(ENCODER_NAME), features)["pooled_output"]
     return head_layer(model, spec)(pooled)  # dropout is the identity at inference
 
 

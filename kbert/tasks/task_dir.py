@@ -15,6 +15,7 @@ import keras
 
 from kbert.model_dir import (Checkpoint, assign_encoder_weights, encoder_weights,
                              read_checkpoint, read_vocab, write_model_dir)
+from kbert.models import ENCODER_NAME
 from kbert.tasks.heads import build_task_model, head_layer, head_weights
 from kbert.tasks.spec import TASK_FILE, TaskSpec
 
@@ -33,7 +34,7 @@ def save_task_model(out: str | os.PathLike, model: keras.Model, spec: TaskSpec, 
     """
     if isinstance(vocab, (str, os.PathLike)):
         vocab = read_vocab(vocab)
-    encoder = model.get_layer("bert_encoder") if _has_layer(model, "bert_encoder") else model
+    encoder = model.get_layer(ENCODER_NAME) if _has_layer(model, ENCODER_NAME) else model
     weights = encoder_weights(encoder)
     weights = {k: v for k, v in weights.items()
                if not k.startswith(head_layer(model, spec).name + "/")}
