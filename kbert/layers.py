@@ -322,6 +322,25 @@ def _transpose_bits(x, perm):
     return transpose(x)
 
 
+def _key_without_bias(key, bias):
+    """Inference: the keys without their bias, which changes no attention output.
+
+    The bias adds q . b_k to every score of a query: a per-row shift that softmax ignores,
+    so its true gradient is 0. Leaving it out saves a bias pass over the [B*T, H] keys
+    (the fused MatMul + BiasAdd is ~10% slower than the MatMul alone at batch 1). The
+    identity keeps `bias` in the graph with that zero gradient, so a tape over an
+    inference call gets zeros for it, not None.
+
+    key: [B*T, H] = x @ W_k; bias: the key bias variable. Returns `key` unchanged.
+    """
+    @tf.custom_gradient
+    def identity(key, bias):
+        def grad(upstream):
+            return upstream, tf.zeros_like(bias)
+        return tf.identity(key), grad
+    return identity(key, bias)
+
+
 def _attention_bias(padding_mask, dtype):
     """[B, T] padding mask (1 = token) -> additive [B, 1, 1, T] bias: 0 or a large negative
     (Keras' masked-softmax values: -3e4 in float16, which cannot hold -1e9)."""
@@ -398,9 +417,12 @@ class TransformerBlock(keras.layers.Layer):
         self._feedforward_dropout = Dropout(
             self.dropout, dtype=policy, name="feedforward_dropout")
 
-    def _dense(self, x, projection, in_dim, out_dim):
-        """x [M, in_dim] -> [M, out_dim]: MatMul + BiasAdd (the pair oneDNN fuses)."""
+    def _dense(self, x, projection, in_dim, out_dim, bias=True):
+        """x [M, in_dim] -> [M, out_dim]: MatMul + BiasAdd (the pair oneDNN fuses), or the
+        MatMul alone with `bias=False`."""
         kernel = tf.reshape(tf.cast(projection.kernel, x.dtype), [in_dim, out_dim])
+        if not bias:
+            return tf.matmul(x, kernel)
         bias = tf.reshape(tf.cast(projection.bias, x.dtype), [out_dim])
         return tf.nn.bias_add(tf.matmul(x, kernel), bias)
 
@@ -447,7 +469,10 @@ class TransformerBlock(keras.layers.Layer):
 
         query = split_heads(self._dense(queries, attention.query, hidden, hidden), rows)
         query = query * tf.cast(1.0 / head_dim ** 0.5, dtype)
-        key = split_heads(self._dense(x, attention.key, hidden, hidden), length)
+        key = self._dense(x, attention.key, hidden, hidden, bias=training)
+        if not training:
+            key = _key_without_bias(key, attention.key.bias)
+        key = split_heads(key, length)
         value = split_heads(self._dense(x, attention.value, hidden, hidden), length)
         x = queries  # the residual stream from here on: [B*rows, H]
         scores = tf.matmul(query, key, transpose_b=True)  # [B, N, rows, T]

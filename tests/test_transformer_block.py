@@ -81,6 +81,24 @@ def test_gradients_match_keras_hub(training):
         np.testing.assert_allclose(got.numpy(), want, atol=1e-4 * scale, err_msg=path)
 
 
+def test_key_bias_changes_no_output_and_inference_gives_it_a_zero_gradient():
+    # Inference leaves the key bias out (softmax ignores the per-query shift q . b_k);
+    # training uses it. Both facts that make that exact are checked here.
+    ours, _ = _pair()
+    x, mask = _inputs()
+    key_bias = ours._self_attention_layer.key.bias
+    with tf.GradientTape() as tape:
+        inference = ours(x, padding_mask=mask, training=False)
+        loss = tf.reduce_sum(inference ** 2)
+    gradient = tape.gradient(loss, key_bias)
+    assert gradient is not None and not np.any(gradient.numpy())
+    trained = ours(x, padding_mask=mask, training=True).numpy()  # dropout 0: same function
+    np.testing.assert_allclose(trained, inference.numpy(), atol=2e-5)
+    key_bias.assign(np.zeros(key_bias.shape, "float32"))
+    np.testing.assert_allclose(ours(x, padding_mask=mask, training=True).numpy(), trained,
+                               atol=2e-5)
+
+
 def test_mixed_bfloat16_close_to_keras_hub():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
