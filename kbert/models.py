@@ -135,7 +135,7 @@ def _embeddings(model: keras.Model, features):
     dtype = token_layer.compute_dtype
     token_ids = features["token_ids"]
     token = tf.cast(tf.gather(token_layer.embeddings, token_ids), dtype)
-    length = tf.shape(token_ids)[1]
+    length = token_ids.shape[1] if token_ids.shape[1] is not None else tf.shape(token_ids)[1]
     positions = tf.cast(layer("position_embedding").position_embeddings[:length], dtype)
     segment = tf.cast(tf.gather(layer("segment_embedding").embeddings,
                                 features["segment_ids"]), dtype)
