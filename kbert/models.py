@@ -137,9 +137,12 @@ def _embeddings(model: keras.Model, features):
     token = tf.cast(tf.gather(token_layer.embeddings, token_ids), dtype)
     length = token_ids.shape[1] if token_ids.shape[1] is not None else tf.shape(token_ids)[1]
     positions = tf.cast(layer("position_embedding").position_embeddings[:length], dtype)
-    segment = tf.cast(tf.gather(layer("segment_embedding").embeddings,
-                                features["segment_ids"]), dtype)
-    return (token + positions) + segment
+    table = layer("segment_embedding").embeddings
+    if table.shape[0] == 2:  # BERT's two segments: a select, cheaper than a gather here
+        segment = tf.where(tf.expand_dims(features["segment_ids"], -1) > 0, table[1], table[0])
+    else:
+        segment = tf.gather(table, features["segment_ids"])
+    return (token + positions) + tf.cast(segment, dtype)
 
 
 def cls_outputs(encoder: keras.Model, features, training: bool = False) -> dict:
