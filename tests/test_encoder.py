@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from kbert.config import BertConfig
-from kbert.models import build_encoder, cls_outputs
+from kbert.models import _embeddings, build_encoder, cls_outputs
 
 SMALL = BertConfig(vocabulary_size=200, num_layers=2, num_heads=4, hidden_dim=32,
                    intermediate_dim=64, max_sequence_length=64)
@@ -91,6 +91,31 @@ def test_gelu_variants_differ_slightly():
     diff = np.abs(np.asarray(exact(x)["sequence_output"])
                   - np.asarray(approx(x)["sequence_output"])).max()
     assert 1e-6 < diff < 5e-2
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "bfloat16"])
+@pytest.mark.parametrize("segments", [2, 3])  # 2: a select; other counts: a gather
+def test_inference_embeddings_equal_the_keras_layers_sum(policy, segments):
+    config = dataclasses.replace(SMALL, num_segments=segments)
+    x = random_inputs(3, 16, lengths=[16, 9, 3], seed=5, config=config)
+    x["segment_ids"][0, 12:] = segments - 1
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_encoder(config)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    layer = model.get_layer
+    token = layer("token_embedding")(x["token_ids"])
+    expected = layer("embeddings_add")([token, layer("position_embedding")(token),
+                                        layer("segment_embedding")(x["segment_ids"])])
+    # Equal up to the rounding of the additions (grappler may regroup them in a graph).
+    # (bfloat16: one ulp of values ~0.03 is 1.2e-4.)
+    rtol, atol = (1e-6, 1e-8) if policy == "float32" else (1e-2, 2.5e-4)
+    for got in (_embeddings(model, x), tf.function(lambda f: _embeddings(model, f))(x)):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)),
+                                   np.asarray(tf.cast(expected, tf.float32)),
+                                   rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
