@@ -86,6 +86,23 @@ def test_weights_stored_once(export, pretrained_dir):
     assert parameter_bytes <= size <= 1.05 * parameter_bytes
 
 
+def test_load_drops_only_the_unsaved_custom_gradient_notices(export, caplog):
+    # The export's inference graphs hold custom-gradient ops whose gradients are not
+    # saved; TF warns once per such function. kbert's loader drops exactly those notices.
+    import logging
+
+    notice = "with ops with unsaved custom gradients"
+    with caplog.at_level(logging.WARNING):
+        tf.saved_model.load(export)
+    assert any(notice in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load(export)
+        logging.getLogger("absl").warning("another warning")  # still shown after a load
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any(notice in m for m in messages) and "another warning" in messages
+
+
 def test_tokenize_and_encode_signatures(export, pretrained_dir):
     from kbert.model_dir import load_model
 

@@ -7,7 +7,9 @@ that only loads and inspects exports stays light.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 
@@ -45,7 +47,8 @@ def load(path: str | os.PathLike):
     """Loads a kbert export (a version directory, or NAME directory -> latest version)
     with `tf.saved_model.load`, after importing tensorflow_text to register its ops.
 
-    Returns the loaded object; call `obj.signatures["serving_default"](text=...)`.
+    Returns the loaded object; call `obj.signatures["serving_default"](text=...)`. (TF's
+    warnings about unsaved custom gradients are not shown: exports serve inference.)
 
     Raises:
         MissingOpError: an op in the graph is not registered; the message names the op and
@@ -57,12 +60,38 @@ def load(path: str | os.PathLike):
     if os.environ.get(SKIP_TF_TEXT_ENV) != "1":
         import tensorflow_text  # noqa: F401  registers FastBertNormalize & co.
     try:
-        return tf.saved_model.load(path)
+        with _without_gradient_notices():
+            return tf.saved_model.load(path)
     except Exception as error:  # TF raises different types for this across versions
         match = re.search(r"Op type not registered '([^']+)'", str(error))
         if not match:
             raise
         raise MissingOpError(_missing_op_message(path, match.group(1))) from None
+
+
+class _GradientNoticeFilter(logging.Filter):
+    """Drops TF's "Importing a function ... with ops with unsaved custom gradients" notice.
+
+    A kbert export serves inference; its graphs hold custom-gradient ops (integer
+    transposes, the key-bias identity) whose gradients are not saved, and TF logs one
+    warning per function that has them (a dozen per load).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "with ops with unsaved custom gradients" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_gradient_notices():
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]
+    notice_filter = _GradientNoticeFilter()
+    for logger in loggers:
+        logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notice_filter)
 
 
 def _missing_op_message(path: str, op: str) -> str:
