@@ -14,10 +14,10 @@ _LAZY = {
     "BertConfig": "kbert.config",
     "PRESETS": "kbert.config",
     "Tokenizer": "kbert.text",
-    "build_encoder": "kbert.models",
-    "load_model": "kbert.model_dir",
-    "read_checkpoint": "kbert.model_dir",
-    "save_model": "kbert.model_dir",
+    "build_encoder": "kbert.models.encoder",
+    "load_model": "kbert.models.encoder",
+    "read_checkpoint": "kbert.io.model_dir",
+    "save_model": "kbert.io.model_dir",
 }
 __all__ = sorted(_LAZY)
 

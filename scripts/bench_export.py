@@ -53,8 +53,8 @@ def prepare(args, work: str) -> dict:
     """Writes the kbert model directory, its HF twin, the exports; returns their paths."""
     from kbert.config import BertConfig
     from kbert.convert import convert
-    from kbert.model_dir import read_checkpoint, read_vocab
-    from kbert.models import build_encoder
+    from kbert.io.model_dir import read_checkpoint, read_vocab
+    from kbert.models.encoder import build_encoder
     from kbert.tasks import TaskSpec, build_task_model, save_task_model
 
     paths = {}
@@ -62,7 +62,7 @@ def prepare(args, work: str) -> dict:
         checkpoint = read_checkpoint(args.model)
         config, vocab, lowercase = checkpoint.config, checkpoint.vocab, checkpoint.lowercase
         encoder = build_encoder(config)
-        from kbert.model_dir import assign_encoder_weights
+        from kbert.io.model_dir import assign_encoder_weights
         assign_encoder_weights(encoder, checkpoint.weights, source=args.model)
     else:
         vocab = read_vocab(args.vocab or _default_vocab())
@@ -85,7 +85,7 @@ def prepare(args, work: str) -> dict:
 
     # The HF twin: the encoder through kbert's converter (a plain model directory first,
     # the HF layout of a task model directory being BertModel + our head file).
-    from kbert.model_dir import save_model
+    from kbert.io.model_dir import save_model
     plain = save_model(encoder, config, os.path.join(work, "kbert_encoder"), vocab,
                        lowercase=lowercase)
     paths["hf_dir"] = convert(plain, os.path.join(work, "hf"), to="hf")
@@ -141,7 +141,7 @@ def export_onnx(hf_dir: str, head_file: str, out: str, seq_len: int) -> str:
                for name in ("input_ids", "attention_mask", "token_type_ids")}
     dynamic = {name: {0: "batch", 1: "sequence"} for name in example}
     dynamic["logits"] = {0: "batch"}
-    # dynamo=False: the TorchScript exporter (FIELD_NOTES: ORT matched torch to 3.4e-6).
+    # dynamo=False: the TorchScript exporter (docs/FIELD_NOTES.md: ORT matched torch to 3.4e-6).
     torch.onnx.export(model, (), out, kwargs=example, input_names=list(example),
                       output_names=["logits"], dynamic_axes=dynamic, opset_version=17,
                       dynamo=False)

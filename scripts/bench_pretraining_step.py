@@ -44,8 +44,8 @@ class KbertStep:
         import tensorflow as tf
 
         import kbert
-        from kbert.pretrainer import build_pretrainer
-        from kbert.training import create_optimizer
+        from kbert.models.pretrainer import build_pretrainer
+        from kbert.training.optimizers import create_optimizer
 
         keras.config.set_dtype_policy(precision)
         model = build_pretrainer(kbert.build_encoder(config), config)

@@ -135,7 +135,7 @@ def run_kbert(args, model_dir, task, spec, train, evaluation, tokenizer):
 
     from kbert.tasks.heads import head_layer
     from kbert.tasks.task_dir import load_task_model
-    from kbert.training import create_optimizer
+    from kbert.training.optimizers import create_optimizer
 
     keras.utils.set_random_seed(args.train_seed)
     model, _, _ = load_task_model(model_dir, spec=spec)

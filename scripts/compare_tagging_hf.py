@@ -5,7 +5,7 @@ Both start from the same Hugging Face BERT checkpoint (default: MiniLM-L6-H384 f
 scored on the same dev sentences (token accuracy over words):
 
 - kbert: the checkpoint converted to a kbert model directory (`kbert.convert`), then
-  `kbert.finetuning.finetune` with `TaggingTask` (what `kbert finetune tag` runs).
+  `kbert.training.finetune.finetune` with `TaggingTask` (what `kbert finetune tag` runs).
 - transformers (PyTorch, CPU): `BertForTokenClassification.from_pretrained` on the same
   directory, a plain training loop written here: AdamW (eps 1e-6, weight decay 0.01, none
   on biases and LayerNorm weights), linear warm-up over 10% of the steps then linear decay
@@ -94,7 +94,7 @@ def subset_conllu(src: str, dst: str, limit: int | None) -> str:
 # -- kbert ----------------------------------------------------------------------------------
 
 def run_kbert(args, model_dir: str, train: str, dev: str) -> dict:
-    from kbert.finetuning import FinetuneSettings, finetune
+    from kbert.training.finetune import FinetuneSettings, finetune
     from kbert.tasks.tagging import TaggingTask
 
     options = {"label_column": args.label_column}

@@ -37,8 +37,8 @@ def evaluate(model_dir, heldout, batches, batch_size, seq_len, max_predictions, 
 
     import kbert
     from kbert.data.pretraining import pretraining_dataset
-    from kbert.model_dir import read_checkpoint
-    from kbert.pretrainer import load_pretrainer
+    from kbert.io.model_dir import read_checkpoint
+    from kbert.models.pretrainer import load_pretrainer
 
     checkpoint = read_checkpoint(model_dir)
     model = load_pretrainer(checkpoint)

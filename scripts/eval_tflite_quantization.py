@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     print(f"{len(evaluation)} eval paragraphs, {args.books} books, in {work}", flush=True)
 
     model = args.model or _default_model()
-    from kbert.model_dir import is_model_dir
+    from kbert.io.model_dir import is_model_dir
     if not is_model_dir(model):
         _run(["convert", model, os.path.join(work, "pretrained"), "--overwrite"])
         model = os.path.join(work, "pretrained")
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
     from kbert.export import load
-    from kbert.export.tflite import TFLiteModel
+    from kbert.serving.tflite_runtime import TFLiteModel
 
     texts = [text for text, _ in evaluation]
     gold = np.array([int(label[len("book"):]) for _, label in evaluation])

@@ -24,7 +24,7 @@ if importlib.util.find_spec("kbert") is None:
 
 STRATEGY = '''\
 # TPU if Colab gives one (TPUClusterResolver), else several GPUs, else the default strategy.
-from kbert.distribute import select_strategy
+from kbert.training.distribute import select_strategy
 strategy = select_strategy("auto")
 print(type(strategy).__name__, "with", strategy.num_replicas_in_sync, "replica(s)")'''
 
@@ -65,7 +65,7 @@ print(sum(1 for _ in open(vocab_path)), "tokens in", vocab_path)'''),
     new_code_cell('''\
 # Pre-train (kbert pretrain). Re-running this cell with the same OUT resumes from the last
 # checkpoint and stops at STEPS; bfloat16 on TPU, float16 on GPU, float32 on CPU.
-from kbert.pretraining import PretrainingSettings, pretrain
+from kbert.training.pretrain import PretrainingSettings, pretrain
 settings = PretrainingSettings(
     corpus=tuple(CORPUS), out=OUT, vocab=vocab_path, preset=PRESET, seq_len=SEQ_LEN,
     max_predictions=MAX_PREDICTIONS, batch_size=BATCH_SIZE, steps=STEPS,
@@ -75,7 +75,7 @@ result = pretrain(settings)
 print("steps:", result.step, "model directory:", result.model_dir)'''),
     new_code_cell('''\
 # What the masked LM learned (kbert fill-mask).
-from kbert.fill_mask import fill_mask
+from kbert.tasks.fill_mask import fill_mask
 for text, masks in zip(["the [MASK] of the house.", "she [MASK] to him."],
                        fill_mask(result.model_dir, ["the [MASK] of the house.",
                                                     "she [MASK] to him."], top_k=5)):
@@ -107,8 +107,8 @@ OUT = "runs/colab_finetune"'''),
 # SMALL without the pre-training notebook's output: a freshly initialised tiny model.
 if SMALL and not os.path.exists(MODEL):
     from kbert.config import BertConfig
-    from kbert.models import build_encoder
-    from kbert.model_dir import save_model
+    from kbert import build_encoder
+    from kbert.io.model_dir import save_model
     from kbert.text.vocab import build_vocab
     tokens = build_vocab([os.path.join(SAMPLES, "books_sample.txt")], 4000, min_count=3)
     config = BertConfig.from_preset("tiny", vocabulary_size=len(tokens))
@@ -156,8 +156,8 @@ NAME = "authors" if SMALL else "classifier"'''),
 if not os.path.exists(MODEL):
     import kbert.data
     from kbert.config import BertConfig
-    from kbert.models import build_encoder
-    from kbert.model_dir import save_model
+    from kbert import build_encoder
+    from kbert.io.model_dir import save_model
     from kbert.text.vocab import build_vocab
     from kbert.finetuning import FinetuneSettings, finetune
     from kbert.tasks.registry import get_task

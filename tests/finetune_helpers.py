@@ -3,8 +3,8 @@
 import random
 
 from kbert.config import BertConfig
-from kbert.model_dir import save_model
-from kbert.models import build_encoder
+from kbert.io.model_dir import save_model
+from kbert.models.encoder import build_encoder
 
 WORDS = [f"w{i}" for i in range(40)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["good", "bad"]

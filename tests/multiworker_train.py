@@ -71,7 +71,7 @@ def main():
     # TensorFlow op initialises the eager context.
     import tensorflow as tf
 
-    from kbert import distribute
+    from kbert.training import distribute
 
     if args.patch == "all":
         strategy = distribute.select_strategy("auto")
@@ -84,8 +84,8 @@ def main():
     import numpy as np
 
     from kbert.config import BertConfig
-    from kbert.models import build_encoder
-    from kbert.pretrainer import build_pretrainer
+    from kbert.models.encoder import build_encoder
+    from kbert.models.pretrainer import build_pretrainer
 
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
     config = BertConfig(vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=32,

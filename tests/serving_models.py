@@ -9,7 +9,7 @@ import os
 import tensorflow as tf
 
 from kbert.config import BertConfig
-from kbert.models import build_encoder
+from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
 from kbert.text import Tokenizer
 from kbert.text.packer import pack

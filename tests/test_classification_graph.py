@@ -12,7 +12,7 @@ from kbert.tasks.classification import ClassificationTask
 from kbert.tasks.embeddings import embedding_serving_outputs
 from kbert.tasks.spec import TaskSpec
 from kbert.tasks.task_dir import load_task_model
-from kbert.model_dir import load_model
+from kbert.models.encoder import load_model
 from kbert.text import Tokenizer
 from test_tokenizer import _op_types
 
@@ -20,7 +20,7 @@ TEXTS = ["w1 good w2", " ".join(f"w{i % 40}" for i in range(30)), "bad"]
 
 
 class Graph(tf.Module):
-    """Tracks only the raw variables and calls the model through a closure (FIELD_NOTES:
+    """Tracks only the raw variables and calls the model through a closure (docs/FIELD_NOTES.md:
     how a Keras model converts to TFLite with its weights)."""
 
     def __init__(self, model, fn):
@@ -32,8 +32,8 @@ class Graph(tf.Module):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    # The encoder's exact GELU lowers to Erfc, which has no TFLite builtin (the export's
-    # concern); these tests are about the text, window and pooling ops around it.
+    # The tanh GELU keeps these tests about the text, window and pooling ops around the
+    # encoder (the exact GELU's TFLite builtin is checked in tests/test_tflite.py).
     return tiny_model_dir(tmp_path_factory.mktemp("graph") / "pre",
                           activation="gelu_approximate")
 

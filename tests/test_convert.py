@@ -55,7 +55,7 @@ def test_pretraining_heads_are_kept_and_correct(source, fixtures_dir, reference,
     assert checkpoint.has_pretraining_heads
     w = checkpoint.weights
     model = kbert.build_encoder(checkpoint.config)
-    kbert.model_dir.assign_encoder_weights(model, w, source)
+    kbert.io.model_dir.assign_encoder_weights(model, w, source)
     inputs = {k: reference[k] for k in ("token_ids", "segment_ids", "padding_mask")}
     out = model(inputs)
     h = np.asarray(out["sequence_output"], np.float64)
@@ -269,7 +269,7 @@ def test_existing_output_is_kept_unless_overwrite(fixtures_dir, tmp_path):
         convert(bad, out, overwrite=True)
     assert (out / "precious.txt").read_text() == "keep me"
     convert(os.path.join(fixtures_dir, "hf_tiny_base"), out, overwrite=True)
-    assert kbert.model_dir.is_model_dir(out) and not (out / "precious.txt").exists()
+    assert kbert.io.model_dir.is_model_dir(out) and not (out / "precious.txt").exists()
     assert not leftovers(tmp_path)
 
 

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from finetune_helpers import tiny_model_dir
 from kbert import cli
-from kbert.model_dir import load_model, read_checkpoint
+from kbert.io.model_dir import read_checkpoint
+from kbert.models.encoder import load_model
 from kbert.tasks.embeddings import embed
 from kbert.text import Tokenizer
 from kbert.text.packer import pack

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from kbert.config import BertConfig
-from kbert.models import _embeddings, build_encoder, cls_outputs
+from kbert.models.encoder import build_encoder
 
 SMALL = BertConfig(vocabulary_size=200, num_layers=2, num_heads=4, hidden_dim=32,
                    intermediate_dim=64, max_sequence_length=64)
@@ -77,6 +77,7 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
         path = os.path.join(tmp_path, f"{activation}.keras")
         model.save(path)
         restored = keras.saving.load_model(path)  # safe_mode=True by default
+        assert type(restored).__name__ == "BertEncoder"
         a, b = model(x), restored(x)
         for key in ("sequence_output", "pooled_output"):
             np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
@@ -104,14 +105,14 @@ def test_inference_embeddings_equal_the_keras_layers_sum(policy, segments):
         model = build_encoder(config)
     finally:
         keras.config.set_dtype_policy("float32")
-    layer = model.get_layer
-    token = layer("token_embedding")(x["token_ids"])
-    expected = layer("embeddings_add")([token, layer("position_embedding")(token),
-                                        layer("segment_embedding")(x["segment_ids"])])
-    # Equal up to the rounding of the additions (grappler may regroup them in a graph).
-    # (bfloat16: one ulp of values ~0.03 is 1.2e-4.)
-    rtol, atol = (1e-6, 1e-8) if policy == "float32" else (1e-2, 2.5e-4)
-    for got in (_embeddings(model, x), tf.function(lambda f: _embeddings(model, f))(x)):
+    token = model.token_embedding(x["token_ids"])
+    expected = model.embeddings_layer_norm(model.embeddings_add(
+        [token, model.position_embedding(token), model.segment_embedding(x["segment_ids"])]))
+    # Equal up to the rounding of the additions (grappler may regroup them in a graph),
+    # after the LayerNorm (values ~1). bfloat16: a rounding of the sum (one ulp of values
+    # ~0.03 is 1.2e-4) grows by 1/sigma in the LayerNorm, then one ulp near 1 is 7.8e-3.
+    rtol, atol = (1e-6, 1e-6) if policy == "float32" else (1e-2, 2e-2)
+    for got in (model.embed(x), tf.function(lambda f: model.embed(f))(x)):
         assert got.dtype == expected.dtype and got.shape == expected.shape
         np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)),
                                    np.asarray(tf.cast(expected, tf.float32)),
@@ -128,8 +129,8 @@ def test_cls_outputs_match_the_full_encoder(policy):
     try:
         model = build_encoder(SMALL)
         full = model(x)
-        fast = cls_outputs(model, x)
-        graph = tf.function(lambda inputs: cls_outputs(model, inputs))(x)
+        fast = model.cls_outputs(x)
+        graph = tf.function(lambda inputs: model.cls_outputs(inputs))(x)
     finally:
         keras.config.set_dtype_policy("float32")
     atol = 2e-6 if policy == "float32" else 2e-2
@@ -143,8 +144,8 @@ def test_cls_outputs_match_the_full_encoder(policy):
                                    atol=atol)
     # Dropout still applies when asked (training), so the two paths are the same function.
     dropped = build_encoder(dataclasses.replace(SMALL, dropout=0.5))
-    a = cls_outputs(dropped, x, training=True)["pooled_output"].numpy()
-    b = cls_outputs(dropped, x, training=False)["pooled_output"].numpy()
+    a = dropped.cls_outputs(x, training=True)["pooled_output"].numpy()
+    b = dropped.cls_outputs(x, training=False)["pooled_output"].numpy()
     assert np.abs(a - b).mean() > 1e-3
 
 
@@ -189,3 +190,63 @@ def test_trains_with_fit():
     y = (x["token_ids"][:, 0] % 2).astype("int32")
     history = classifier.fit(x, y, epochs=15, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("training", [False, True])
+def test_call_equals_the_declared_functional_graph(policy, training):
+    # `BertEncoder.call` runs `rows`; the functional graph it declares (the Keras layers,
+    # run by Keras' own Functional model) is the independent reference, every layer's
+    # output included. Training with dropout 0 takes the layers' embedding path.
+    x = random_inputs(3, 16, lengths=[16, 9, 3], seed=11)
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_encoder(SMALL.replace(dropout=0.0))
+        reference = keras.Model(model.input, model.output)
+        got, want = model(x, training=training), reference(x, training=training)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    atol = 3e-6 if policy == "float32" else 3e-2
+    for key in ("sequence_output", "pooled_output"):
+        assert got[key].dtype == want[key].dtype
+        np.testing.assert_allclose(np.asarray(tf.cast(got[key], tf.float32)),
+                                   np.asarray(tf.cast(want[key], tf.float32)), atol=atol)
+    assert len(got["encoder_outputs"]) == SMALL.num_layers
+    for a, b in zip(got["encoder_outputs"], want["encoder_outputs"]):
+        np.testing.assert_allclose(np.asarray(tf.cast(a, tf.float32)),
+                                   np.asarray(tf.cast(b, tf.float32)), atol=atol)
+
+
+def test_rows_at_positions_equal_those_rows_of_the_full_output():
+    x = random_inputs(2, 12, lengths=[12, 7], seed=3)
+    model = build_encoder(SMALL)
+    full = model(x)["sequence_output"].numpy()
+    positions = np.array([[0, 5, 5], [3, 1, 0]], np.int32)
+    rows = model.rows(x, positions).numpy()
+    np.testing.assert_allclose(rows, np.take_along_axis(full, positions[:, :, None], 1),
+                               atol=3e-6)
+    np.testing.assert_allclose(model.rows(x, 2).numpy(), full[:, :2], atol=3e-6)
+
+
+def test_model_written_before_the_redesign_loads_and_answers_the_same():
+    # tests/fixtures/pre_redesign: a model directory (with pre-training heads), a .keras
+    # file and their outputs, written by kbert before the encoder became BertEncoder.
+    from kbert.io.model_dir import read_checkpoint
+    from kbert.models.encoder import load_model
+    from kbert.models.pretrainer import load_pretrainer
+
+    root = os.path.join(os.path.dirname(__file__), "fixtures", "pre_redesign")
+    expected = np.load(os.path.join(root, "expected.npz"))
+    x = {k: expected[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+    model = load_model(os.path.join(root, "model"))
+    out = model(x)
+    np.testing.assert_allclose(out["sequence_output"], expected["sequence_output"], atol=2e-6)
+    np.testing.assert_allclose(out["pooled_output"], expected["pooled_output"], atol=2e-6)
+    pretrainer = load_pretrainer(read_checkpoint(os.path.join(root, "model")))
+    logits = pretrainer({**x, "mask_positions": expected["mask_positions"]})
+    np.testing.assert_allclose(logits["mlm_logits"], expected["mlm_logits"], atol=2e-5)
+    np.testing.assert_allclose(logits["nsp_logits"], expected["nsp_logits"], atol=2e-6)
+    # The old .keras file (a plain functional model then) still loads in safe mode.
+    restored = keras.saving.load_model(os.path.join(root, "encoder.keras"))
+    np.testing.assert_allclose(restored(x)["sequence_output"], expected["sequence_output"],
+                               atol=2e-6)

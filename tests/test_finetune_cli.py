@@ -8,7 +8,7 @@ import pytest
 
 from finetune_helpers import keyword_task_files, settings_kwargs
 from kbert import cli
-from kbert.finetuning import FinetuneSettings, finetune
+from kbert.training.finetune import FinetuneSettings, finetune
 from kbert.tasks.registry import get_task
 
 
@@ -40,7 +40,7 @@ def test_cli_finetune_evaluate_predict(data, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().split("\n")
     assert [line.split("\t")[2] for line in lines] == ["w1 good w2", "bad"]
     # The printed label and its probability are the model's (the Python API's).
-    from kbert.finetuning import predict
+    from kbert.training.finetune import predict
     expected = predict(f"{out}/model", ["w1 good w2", "bad"])
     assert [line.split("\t")[:2] for line in lines] == [
         [p["label"], f"{p['probabilities'][p['label']]:.4f}"] for p in expected]

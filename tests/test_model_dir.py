@@ -5,7 +5,7 @@ import pytest
 
 import kbert
 from kbert.config import BertConfig
-from kbert.model_dir import assign_encoder_weights, encoder_weights, read_checkpoint
+from kbert.io.model_dir import assign_encoder_weights, encoder_weights, read_checkpoint
 
 CONFIG = BertConfig(vocabulary_size=12, num_layers=1, num_heads=2, hidden_dim=8,
                     intermediate_dim=16, max_sequence_length=16)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbert import distribute
+from kbert.training import distribute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(ROOT, "tests", "multiworker_train.py")
@@ -135,7 +135,7 @@ def test_keras_still_needs_each_half_of_the_patch(tmp_path, patched, failure):
     logs = [_log(tmp_path, i) for i in range(2)]
     if all(code == 0 for code in codes):
         pytest.fail(f"model.fit under MultiWorkerMirroredStrategy now works with only the "
-                    f"'{patched}' half of kbert.distribute's patch: Keras fixed the other "
+                    f"'{patched}' half of kbert.training.distribute's patch: Keras fixed the other "
                     f"upstream; remove it")
     assert any(failure in log for log in logs), "\n\n".join(log[-3000:] for log in logs)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbert.checkpointing import TrainingCheckpoint
+from kbert.training.checkpointing import TrainingCheckpoint
 from kbert.errors import TrainingDiverged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,7 +113,7 @@ def test_sigterm_kill9_and_resume(tmp_path):
     assert third_first["masked_lm_loss"] < 0.8 * records[0]["masked_lm_loss"]
     assert records[-1]["masked_lm_loss"] < 0.6 * records[0]["masked_lm_loss"]
 
-    from kbert.fill_mask import fill_mask
+    from kbert.tasks.fill_mask import fill_mask
     [[candidates]] = fill_mask(tmp_path / "run" / "model", ["w10 w11 w12 [MASK] w14 w15 ."])
     probabilities = [p for _, p in candidates]
     assert len(candidates) == 5 and probabilities == sorted(probabilities, reverse=True)
@@ -121,7 +121,7 @@ def test_sigterm_kill9_and_resume(tmp_path):
 
 
 def test_changed_settings_do_not_resume(tmp_path):
-    from kbert.pretraining import PretrainingSettings, _check_resume, _save_settings
+    from kbert.training.pretrain import PretrainingSettings, _check_resume, _save_settings
 
     path = str(tmp_path / "run_config.json")
     _check_resume(PretrainingSettings(corpus=("a",), out="x", preset="mini"), path)  # new
@@ -154,8 +154,8 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_init_from_a_converted_checkpoint_keeps_its_weights(tmp_path, fixtures_dir):
     """--init: encoder and heads come from the model directory (lr 0: nothing moves)."""
     from kbert.convert import convert
-    from kbert.model_dir import read_checkpoint
-    from kbert.pretraining import PretrainingSettings, pretrain
+    from kbert.io.model_dir import read_checkpoint
+    from kbert.training.pretrain import PretrainingSettings, pretrain
 
     init = convert(os.path.join(fixtures_dir, "hf_tiny_pretraining"), tmp_path / "init")
     words = "the a cat dog sat on mat and of to in is was it he she they we you".split()

@@ -6,8 +6,8 @@ import numpy as np
 import kbert
 from kbert.config import BertConfig
 from kbert.convert import read_any
-from kbert.model_dir import HEAD_PREFIXES
-from kbert.pretrainer import build_pretrainer, load_pretrainer
+from kbert.io.model_dir import HEAD_PREFIXES
+from kbert.models.pretrainer import build_pretrainer, load_pretrainer
 
 TINY = BertConfig(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
                   intermediate_dim=32, max_sequence_length=16, dropout=0.0)
@@ -28,7 +28,7 @@ def test_head_weights_reproduce_reference_logits(fixtures_dir, reference):
                                reference["mlm_logits"][real], atol=1e-4)
     np.testing.assert_allclose(out["nsp_logits"], reference["nsp_logits"], atol=1e-5)
     assert sorted(v.path for v in model.weights if v.path.startswith(HEAD_PREFIXES)) == sorted(
-        kbert.model_dir.MLM_HEAD_KEYS + kbert.model_dir.NSP_HEAD_KEYS)
+        kbert.io.model_dir.MLM_HEAD_KEYS + kbert.io.model_dir.NSP_HEAD_KEYS)
 
 
 def test_output_projection_is_tied_to_the_token_embedding():

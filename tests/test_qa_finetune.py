@@ -7,7 +7,7 @@ from finetune_helpers import tiny_model_dir
 from test_qa import _learnable_examples
 
 from kbert import cli
-from kbert.finetuning import predict
+from kbert.training.finetune import predict
 
 
 def _write_squad(path, examples, title):

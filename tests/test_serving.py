@@ -325,7 +325,7 @@ def test_serves_a_kbert_export(tmp_path, caplog, capsys):
     from kbert.cli import main
     from kbert.config import BertConfig
     from kbert.export import export_saved_model
-    from kbert.models import build_encoder
+    from kbert.models.encoder import build_encoder
     from kbert.tasks import TaskSpec, build_task_model, save_task_model
     from serving_models import VOCAB
 

@@ -10,13 +10,13 @@ from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from kbert.config import BertConfig
 from kbert.data.conll import Sentence
-from kbert.models import build_encoder
+from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
 from kbert.tasks.conlleval import conlleval
 from kbert.tasks.tag_windows import make_windows, merge_windows, pieces_of_words
 from kbert.tasks.tagging import TaggingTask, detect_tag_scheme
 from kbert.text.tokenizer import Tokenizer
-from kbert.training import create_optimizer
+from kbert.training.optimizers import create_optimizer
 
 FIRST = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + FIRST + ["##xy", "##zz"]
@@ -356,8 +356,8 @@ def test_finetune_tag_end_to_end(tmp_path, tokenizer, capsys):
     import json
 
     from kbert.cli import main
-    from kbert.finetuning import evaluate
-    from kbert.model_dir import save_model
+    from kbert.training.finetune import evaluate
+    from kbert.io.model_dir import save_model
 
     config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
                                     max_sequence_length=64)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kbert.config import BertConfig
-from kbert.models import build_encoder
+from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model, load_task_model, save_task_model
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
@@ -48,7 +48,7 @@ def test_round_trip(tmp_path, spec, shapes):
 
 
 def test_fresh_head_from_pretrained_dir(tmp_path):
-    from kbert.model_dir import save_model
+    from kbert.io.model_dir import save_model
     encoder = build_encoder(CONFIG)
     save_model(encoder, CONFIG, tmp_path / "pre", VOCAB)
     spec = TaskSpec("classification", labels=("a", "b", "c"))

@@ -15,11 +15,12 @@ import scipy.special
 import tensorflow as tf
 
 from kbert.config import BertConfig
-from kbert.export.graphs import as_float32
-from kbert.export.saved_model import ServingGraph, ServingModule, _raw_variables
-from kbert.export.tflite import (TOKENIZER_OPS, TFLiteModel, check_ops, convert_function,
-                                 export_tflite, model_ops)
-from kbert.models import build_encoder
+from kbert.export.graph import as_float32
+from kbert.export.graph import ServingGraph, ServingModule, raw_variables
+from kbert.export.tflite import (TOKENIZER_OPS, check_ops, convert_function, export_tflite,
+                                 model_ops)
+from kbert.serving.tflite_runtime import TFLiteModel
+from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
 from kbert.text import Tokenizer
 from kbert.text.packer import pack
@@ -59,7 +60,7 @@ def _pair_classifier_graph(seed: int = 0) -> ServingGraph:
                            "embeddings": mean})
 
     return ServingGraph(kind="classification", input_names=("text", "text_pair"),
-                        functions={"serving_default": serve}, variables=_raw_variables(model),
+                        functions={"serving_default": serve}, variables=raw_variables(model),
                         seq_len=SEQ_LEN, examples={})
 
 
@@ -196,7 +197,7 @@ def test_exact_gelu_value_and_gradient():
 
 def _model_dir(root, kind: str) -> str:
     """A tiny model directory of `kind` (large initial weights: the outputs differ)."""
-    from kbert.model_dir import save_model
+    from kbert.io.model_dir import save_model
     from kbert.tasks import save_task_model
 
     tokenizer = Tokenizer(VOCAB)

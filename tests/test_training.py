@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbert.training import WarmupLinearDecay, create_optimizer, set_precision
+from kbert.training.optimizers import WarmupLinearDecay, create_optimizer, set_precision
 
 
 def test_warmup_then_linear_decay():

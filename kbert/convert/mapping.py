@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from kbert.config import BertConfig
-from kbert.convert import names
+from kbert.convert import names  # the module, not the package API
 
 _MAX_LISTED = 12
 

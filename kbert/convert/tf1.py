@@ -10,7 +10,7 @@ import re
 
 from kbert.convert.hf import config_from_hf
 from kbert.convert.mapping import gather
-from kbert.model_dir import Checkpoint, read_vocab
+from kbert.io.model_dir import Checkpoint, read_vocab
 
 CONFIG_FILE = "bert_config.json"
 

@@ -9,11 +9,13 @@
 `kbert.export.inspect` is light (TensorFlow only); the exporter is imported on first use.
 """
 
-from kbert.export.inspect import (EXPECTED_CUSTOM_OPS, MissingOpError, custom_ops,
-                                  inspect_saved_model, load, version_dir)
+from kbert.export.inspect import EXPECTED_CUSTOM_OPS, MissingOpError, custom_ops, inspect_saved_model, load
+from kbert.export.layout import version_dir
 
 
 def export_saved_model(*args, **kwargs) -> str:
+    # lazy: the exporter imports tensorflow-text, Keras and every task; `kbert.export.load`
+    # and `inspect` must work in a process without them.
     from kbert.export.saved_model import export_saved_model as export
 
     return export(*args, **kwargs)

@@ -13,6 +13,8 @@ import logging
 import os
 import re
 
+from kbert.export.layout import INFO_FILE, version_dir
+
 # Set to "1" to load without importing tensorflow_text first: shows the message a process
 # without tf-text gets (used by the tests; not for users).
 SKIP_TF_TEXT_ENV = "KBERT_EXPORT_SKIP_TF_TEXT"
@@ -25,22 +27,6 @@ EXPECTED_CUSTOM_OPS = frozenset({"FastBertNormalize", "FastWordpieceTokenizeWith
 class MissingOpError(RuntimeError):
     """A SavedModel uses an op this process has not registered (usually a tf-text op
     because tensorflow_text was not imported or does not match TensorFlow)."""
-
-
-def version_dir(path: str | os.PathLike) -> str:
-    """`path` itself if it holds saved_model.pb, else its highest numbered subdirectory
-    (ROOT/NAME -> ROOT/NAME/VERSION, as TF Serving picks the latest)."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    numbered = sorted((int(e) for e in os.listdir(path) if re.fullmatch(r"[0-9]+", e)
-                       and os.path.isfile(os.path.join(path, e, "saved_model.pb"))))
-    if not numbered:
-        raise FileNotFoundError(f"{path} is neither a SavedModel (no saved_model.pb) nor a "
-                                "model directory with numbered versions")
-    return os.path.join(path, str(numbered[-1]))
 
 
 def load(path: str | os.PathLike):
@@ -176,7 +162,7 @@ def inspect_saved_model(path: str | os.PathLike) -> dict:
     variables = os.path.join(path, "variables")
     size = sum(os.path.getsize(os.path.join(variables, f)) for f in os.listdir(variables)
                ) if os.path.isdir(variables) else 0
-    info_file = os.path.join(path, "assets.extra", "kbert_export.json")
+    info_file = os.path.join(path, INFO_FILE)
     export = None
     if os.path.isfile(info_file):
         with open(info_file, encoding="utf-8") as f:

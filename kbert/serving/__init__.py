@@ -4,7 +4,7 @@
     ServingError                                   kbert.serving.errors
     ModelServer                                    kbert.serving.server
 
-Imported on first use (PEP 562): `kbert.serving.cli` (the `kbert serve` parser) stays
+Imported on first use (PEP 562): `kbert.cli.serve` (the `kbert serve` parser) stays
 light, and a client process never imports tensorflow-text.
 """
 

@@ -26,14 +26,12 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
-from kbert.export import load
+from kbert.export.inspect import load
+from kbert.export.layout import INFO_FILE, SAVED_MODEL_FILE, WARMUP_FILE
 from kbert.serving.errors import ServingError, not_found, status_code
 
 log = logging.getLogger(__name__)
 
-SAVED_MODEL_FILE = "saved_model.pb"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-EXPORT_INFO_FILE = os.path.join("assets.extra", "kbert_export.json")
 # TF Serving replays at most this many warm-up records (saved_model_warmup_util).
 MAX_WARMUP_RECORDS = 1000
 
@@ -106,7 +104,7 @@ def load_servable(name: str, version: int, path: str,
 
 def read_export_info(path: str) -> dict:
     """assets.extra/kbert_export.json of a kbert export, {} when there is none."""
-    info_file = os.path.join(path, EXPORT_INFO_FILE)
+    info_file = os.path.join(path, INFO_FILE)
     if not os.path.isfile(info_file):
         return {}
     with open(info_file, encoding="utf-8") as f:

@@ -22,7 +22,7 @@ no request batching, Regress or MultiInference. Requests run in parallel on a th
 pool: TensorFlow releases the GIL while a graph runs, and there is no global lock.
 
 The command-line front end (`kbert serve ROOT --port 8500 --rest-port 8501`) is
-kbert.serving.cli.
+kbert.cli.serve.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grp
                                      prediction_log_pb2, prediction_service_pb2_grpc)
 
 from kbert.serving import signatures
-from kbert.serving.cli import DEFAULT_MAX_MESSAGE_BYTES
+from kbert.serving.defaults import DEFAULT_MAX_MESSAGE_BYTES
 from kbert.serving.errors import ServingError, invalid
 from kbert.serving.models import ModelRegistry, Servable
 from kbert.serving.rest import RestServer

@@ -8,7 +8,7 @@ lets the graph fail on the rest (and a graph does not always fail: a loaded sign
 accepts a [B, 1] string tensor for a [B] input; tf-text's RoundRobinTrimmer reads out of
 bounds on mismatched batch sizes). A signature that declares an input of unknown rank
 gets no rank check here: kbert exports do that on purpose and check the rank first thing
-in the graph (kbert.export.graphs.check_inputs), which is INVALID_ARGUMENT as well.
+in the graph (kbert.export.graph.check_inputs), which is INVALID_ARGUMENT as well.
 
 Status codes follow TF Serving (tensorflow_serving/servables/tensorflow/predict_util.cc):
 an unknown signature in a gRPC Predict is FAILED_PRECONDITION

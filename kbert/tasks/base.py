@@ -1,4 +1,4 @@
-"""`Task`: what the fine-tuning runner (kbert.finetuning) needs from each task module.
+"""`Task`: what the fine-tuning runner (kbert.training.finetune) needs from each task module.
 
 One subclass per task module (classification.py, tagging.py, qa.py). The runner owns the
 loop (optimizer, model.fit, eval each epoch, best checkpoint, metrics.json, predictions);
@@ -78,7 +78,7 @@ class Task(abc.ABC):
 
     # -- serving: the string-in graph that `kbert export` wraps (and TFLite converts) -------
     # Both are traced inside a tf.function whose inputs are string tensors [B]; they must
-    # use only core TF ops plus the tokenizer's tf-text ops (see FIELD_NOTES "TFLite"), and
+    # use only core TF ops plus the tokenizer's tf-text ops (docs/FIELD_NOTES.md "TFLite"), and
     # should share their feature / decoding code with `dataset` / `predict` (one code path).
 
     def serving_inputs(self, spec: TaskSpec) -> tuple[str, ...]:
@@ -99,3 +99,10 @@ class Task(abc.ABC):
         """Strings in, named result tensors out (e.g. `probabilities` [B, C], `label_ids`
         [B], `labels` string [B]); calls `model(features, training=False)`."""
         raise NotImplementedError(f"{type(self).__name__} cannot be exported yet")
+
+    def tflite_outputs(self, model, tokenizer, spec: TaskSpec,
+                       inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The graph a TFLite model of this task holds: `serving_outputs` by default. A
+        task whose outputs need string ops TFLite has no builtins for returns what comes
+        before them (`kbert.serving.tflite_runtime.TFLiteModel` finishes the rest)."""
+        return self.serving_outputs(model, tokenizer, spec, inputs)

@@ -23,7 +23,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from kbert.models import cls_outputs
+from kbert.io.model_dir import assign_encoder_weights, read_checkpoint
+from kbert.models.encoder import build_encoder
+from kbert.text import Tokenizer
 from kbert.text.packer import pack
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ def embedding_serving_outputs(model, tokenizer, inputs: dict[str, tf.Tensor], se
     features = embedding_features(tokenizer, inputs, seq_len)
     if pooling == "pooled" or (pooling == "cls" and layer is None and not concat_last_four):
         # Only position 0 of the last block is read: run that block for [CLS] alone.
-        outputs = cls_outputs(model, features)
+        outputs = model.cls_outputs(features)
         vectors = tf.cast(outputs["pooled_output" if pooling == "pooled" else "cls_output"],
                           tf.float32)
         return {"embeddings": _l2_normalize(vectors) if normalize else vectors}
@@ -134,10 +136,6 @@ def embed(model_dir: str | os.PathLike, texts: Sequence[str], pooling: str = "cl
     Returns:
         float32 [len(texts), D] (D = H, or 4H with `concat_last_four`).
     """
-    from kbert.model_dir import assign_encoder_weights, read_checkpoint
-    from kbert.models import build_encoder
-    from kbert.text import Tokenizer
-
     texts = list(texts)
     if not texts:
         raise ValueError("no texts to embed")

@@ -178,15 +178,29 @@ class QATask(Task):
                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """`answer` string [B], `start_char` / `end_char` int32 [B] (character offsets,
         end exclusive, -1 for no answer), `score` float32 [B]."""
+        context = tf.convert_to_tensor(inputs["context"], tf.string)
+        spans = self._best_spans(model, tokenizer, spec, inputs)
+        text = answer_text(context, spans["start_byte"], spans["end_byte"])
+        return {"answer": text["answer"], "start_char": text["start_char"],
+                "end_char": text["end_char"], "score": spans["score"]}
+
+    def tflite_outputs(self, model, tokenizer, spec: TaskSpec,
+                       inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The serving graph up to the best span: `start_byte`, `end_byte` int32 [B] (UTF-8
+        byte offsets into `context`, -1 for no answer) and `score` float32 [B]. The answer
+        text needs Substr / StringLength, which TFLite has no builtins for."""
+        spans = self._best_spans(model, tokenizer, spec, inputs)
+        return {"start_byte": spans["start_byte"], "end_byte": spans["end_byte"],
+                "score": tf.cast(spans["score"], tf.float32)}
+
+    @staticmethod
+    def _best_spans(model, tokenizer, spec: TaskSpec, inputs: dict[str, tf.Tensor]):
         question = tf.convert_to_tensor(inputs["question"], tf.string)
         context = tf.convert_to_tensor(inputs["context"], tf.string)
         windows = qa_windows(tokenizer, spec, question, context)
         outputs = model({name: windows[name] for name in MODEL_INPUTS}, training=False)
-        spans = decode_spans(spec, outputs["start_logits"], outputs["end_logits"], windows,
-                             tf.shape(question)[0])
-        text = answer_text(context, spans["start_byte"], spans["end_byte"])
-        return {"answer": text["answer"], "start_char": text["start_char"],
-                "end_char": text["end_char"], "score": spans["score"]}
+        return decode_spans(spec, outputs["start_logits"], outputs["end_logits"], windows,
+                            tf.shape(question)[0])
 
 
 def _columns(examples: Sequence[SquadExample]):

@@ -172,7 +172,7 @@ def _windows(tokenizer, spec: TaskSpec, question, context):
 
     features = {
         "token_ids": token_ids,
-        # tf.where(cond, 1, 0), not a bool cast (FIELD_NOTES, TFLite).
+        # tf.where(cond, 1, 0), not a bool cast (docs/FIELD_NOTES.md "TFLite").
         "segment_ids": tf.where(in_context | (pos == last_sep), 1, 0),
         "padding_mask": tf.where(pos <= last_sep, 1, 0),
         "window_example": example,

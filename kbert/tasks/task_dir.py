@@ -13,9 +13,9 @@ import os
 
 import keras
 
-from kbert.model_dir import (Checkpoint, assign_encoder_weights, encoder_weights,
+from kbert.io.model_dir import (Checkpoint, assign_encoder_weights, encoder_weights,
                              read_checkpoint, read_vocab, write_model_dir)
-from kbert.models import ENCODER_NAME
+from kbert.models.encoder import build_encoder
 from kbert.tasks.heads import build_task_model, head_layer, head_weights
 from kbert.tasks.spec import TASK_FILE, TaskSpec
 
@@ -34,8 +34,7 @@ def save_task_model(out: str | os.PathLike, model: keras.Model, spec: TaskSpec, 
     """
     if isinstance(vocab, (str, os.PathLike)):
         vocab = read_vocab(vocab)
-    encoder = model.get_layer(ENCODER_NAME) if _has_layer(model, ENCODER_NAME) else model
-    weights = encoder_weights(encoder)
+    weights = encoder_weights(model.encoder)
     weights = {k: v for k, v in weights.items()
                if not k.startswith(head_layer(model, spec).name + "/")}
     weights.update(head_weights(model, spec))
@@ -51,8 +50,6 @@ def load_task_model(path: str | os.PathLike, spec: TaskSpec | None = None):
     Otherwise the directory's task.json and head weights are used; a missing or misshapen
     head tensor is a ValueError naming it.
     """
-    from kbert.models import build_encoder
-
     path = os.fspath(path)
     checkpoint = read_checkpoint(path)
     fresh_head = spec is not None
@@ -83,7 +80,3 @@ def load_task_model(path: str | os.PathLike, spec: TaskSpec | None = None):
         for v in layer.weights:
             v.assign(checkpoint.weights[f"{layer.name}/{v.name}"])
     return model, spec, checkpoint
-
-
-def _has_layer(model: keras.Model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)

@@ -96,7 +96,7 @@ def pack(first, second=None, *, sequence_length: int, cls_id: int, sep_id: int,
         values.append(tf.cast(second.values, tf.int32))
     token_ids = _gather(layout, values, [cls_id, sep_id, pad_id])
     # tf.where(cond, 1, 0) rather than tf.cast(bool, int32): the cast of a bool feeding the
-    # segment embedding did not convert cleanly to TFLite (FIELD_NOTES).
+    # segment embedding did not convert cleanly to TFLite (docs/FIELD_NOTES.md "TFLite").
     return {
         "token_ids": token_ids,
         "segment_ids": tf.where(layout["in_second"], 1, 0),

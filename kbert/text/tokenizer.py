@@ -46,7 +46,7 @@ from typing import Sequence
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from kbert.model_dir import VOCAB_FILE, read_lowercase, read_vocab
+from kbert.io.model_dir import VOCAB_FILE, read_lowercase, read_vocab
 from kbert.text.normalizer import normalizer_model
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -113,7 +113,7 @@ class Tokenizer(tf.Module):
     def from_model_dir(cls, path: str | os.PathLike, **kwargs) -> "Tokenizer":
         """The tokenizer of a kbert model directory (vocab.txt + tokenizer_config.json).
 
-        A missing tokenizer_config.json means uncased, as in `kbert.model_dir`.
+        A missing tokenizer_config.json means uncased, as in `kbert.io.model_dir`.
         """
         return cls(os.path.join(path, VOCAB_FILE), lowercase=read_lowercase(path), **kwargs)
 

@@ -7,13 +7,14 @@ import argparse
 import logging
 import sys
 
-from kbert import finetune_cli
+from kbert.cli import finetune as finetune_cli
 from kbert.errors import TrainingDiverged
-from kbert.serving.cli import add_parser as add_serve_parser
+from kbert.cli.serve import add_parser as add_serve_parser
 from kbert.serving.errors import ServingError
 
 
 def _convert(args: argparse.Namespace) -> None:
+    # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.convert import convert
 
     out = convert(args.src, args.out, to=args.to, overwrite=args.overwrite)
@@ -21,6 +22,7 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _vocab(args: argparse.Namespace) -> None:
+    # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.text.vocab import build_vocab, write_vocab
 
     lowercase = not args.cased
@@ -32,7 +34,8 @@ def _vocab(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from kbert.pretraining import PretrainingSettings, pretrain
+    # lazy: `kbert --help` and light commands must not import TensorFlow
+    from kbert.training.pretrain import PretrainingSettings, pretrain
 
     settings = PretrainingSettings(**{
         field: (tuple(args.corpus) if field == "corpus" else getattr(args, field))
@@ -48,7 +51,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _fill_mask(args: argparse.Namespace) -> None:
-    from kbert.fill_mask import fill_mask
+    # lazy: `kbert --help` and light commands must not import TensorFlow
+    from kbert.tasks.fill_mask import fill_mask
 
     for text, masks in zip(args.texts, fill_mask(args.model_dir, args.texts, args.top_k)):
         print(text)
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_vocab)
     _add_pretrain(commands)
     finetune_cli.add_parsers(commands)  # finetune, evaluate, predict, embed
-    __import__("kbert.export.cli", fromlist=["add_parsers"]).add_parsers(commands)
+    __import__("kbert.cli.export", fromlist=["add_parsers"]).add_parsers(commands)
     add_serve_parser(commands)
     return parser
 

@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 import safetensors.numpy
 
-from kbert.atomic import atomic_directory
+from kbert.io.atomic import atomic_directory
 from kbert.config import BertConfig
 
 CONFIG_FILE = "config.json"
@@ -33,7 +33,7 @@ VOCAB_FILE = "vocab.txt"
 TOKENIZER_FILE = "tokenizer_config.json"
 WEIGHTS_FILE = "weights.safetensors"
 
-# Pre-training head weights (the variable paths of kbert.models.build_pretrainer's heads;
+# Pre-training head weights (the variable paths of kbert.models.encoder.build_pretrainer's heads;
 # the encoder ignores them). Shapes: intermediate_dense/kernel [H, H], /bias [H],
 # intermediate_layer_norm/{gamma,beta} [H], output_bias [V]; nsp_head/kernel [H, 2],
 # nsp_head/bias [2].
@@ -159,19 +159,6 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     weights = safetensors.numpy.load_file(os.path.join(path, WEIGHTS_FILE))
     return Checkpoint(config=config, weights=weights,
                       vocab=read_vocab(os.path.join(path, VOCAB_FILE)), lowercase=lowercase)
-
-
-def load_model(path: str | os.PathLike):
-    """Loads the encoder of a kbert model directory as a functional `keras.Model`.
-
-    Inputs and outputs are those of `kbert.models.build_encoder`.
-    """
-    from kbert.models import build_encoder  # keeps `import kbert.model_dir` light
-
-    checkpoint = read_checkpoint(path)
-    model = build_encoder(checkpoint.config)
-    assign_encoder_weights(model, checkpoint.weights, source=os.fspath(path))
-    return model
 
 
 def save_model(model, config: BertConfig, out: str | os.PathLike, vocab,

@@ -79,8 +79,9 @@ def _check_resume(settings: PretrainingSettings, path: str) -> None:
 
 def _model_and_vocab(settings: PretrainingSettings):
     """(BertConfig, vocab tokens, lowercase, initial weights or None)."""
+    # lazy: after the strategy (see `pretrain`)
     from kbert.config import BertConfig
-    from kbert.model_dir import read_checkpoint, read_vocab
+    from kbert.io.model_dir import read_checkpoint, read_vocab
 
     if settings.init:
         checkpoint = read_checkpoint(settings.init)
@@ -113,18 +114,20 @@ def _is_chief(strategy) -> bool:
 def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> PretrainingResult:
     """Runs (or resumes) pre-training.
 
-    Raises `kbert.checkpointing.TrainingDiverged` on a NaN loss (the last good checkpoint
+    Raises `kbert.training.checkpointing.TrainingDiverged` on a NaN loss (the last good checkpoint
     is kept). After SIGTERM it returns with the checkpoint saved, `stopped_by="sigterm"`
     and no model directory written; running it again resumes.
     """
-    # The strategy first: a multi-worker strategy must be built before any TF op runs.
-    from kbert.distribute import select_strategy
+    # lazy: a multi-worker strategy must be built before any TF op runs, so nothing that
+    # might run one (the model, data and text modules) is imported before it.
+    from kbert.training.distribute import select_strategy
 
     strategy = select_strategy(settings.strategy)
 
     import keras
 
-    from kbert.training import set_precision
+    # lazy: after the strategy (above)
+    from kbert.training.optimizers import set_precision
 
     os.makedirs(settings.out, exist_ok=True)
     _check_resume(settings, os.path.join(settings.out, "run_config.json"))
@@ -143,14 +146,15 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
     """Builds the model under `strategy`, restores, trains the remaining steps, saves."""
     import keras
 
-    from kbert.checkpointing import StepLogger, TrainingCheckpoint
+    # lazy: after the strategy (see `pretrain`)
     from kbert.data.documents import count_invalid_utf8, expand_files
     from kbert.data.pretraining import pretraining_dataset
-    from kbert.model_dir import save_model
-    from kbert.models import build_encoder
-    from kbert.pretrainer import assign_weights, build_pretrainer, head_weights
+    from kbert.io.model_dir import save_model
+    from kbert.models.encoder import build_encoder
+    from kbert.models.pretrainer import assign_weights, build_pretrainer, head_weights
     from kbert.text import Tokenizer
-    from kbert.training import create_optimizer
+    from kbert.training.checkpointing import StepLogger, TrainingCheckpoint
+    from kbert.training.optimizers import create_optimizer
 
     tokenizer = Tokenizer(vocab, lowercase=lowercase)
     text_files = [p for p in expand_files(list(settings.corpus)) if not p.endswith(".tfrecord")]

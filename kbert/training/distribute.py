@@ -92,7 +92,7 @@ def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
                 raise
             raise RuntimeError(
                 "MultiWorkerMirroredStrategy must be built before any TensorFlow op runs: "
-                "call kbert.distribute.select_strategy() first in the program, before "
+                "call kbert.training.distribute.select_strategy() first in the program, before "
                 "building datasets or models") from error
         patch_keras_for_multi_worker()
     elif kind == "mirrored":

@@ -1,65 +1,79 @@
-"""The string-in graphs that an export wraps: input checks, fill-mask, and the glue to the
-task modules' serving functions (`kbert.tasks.base.Task.serving_*`).
+"""Fill-mask: a pre-trained model's top guesses for each [MASK] in a text.
 
-Everything here runs inside a `tf.function` whose inputs are string tensors. Only core TF
-ops are added (plus the tokenizer's two tf-text ops); see FIELD_NOTES "TFLite".
+`fill_mask` is what `kbert fill-mask` shows (to see what pre-training learned);
+`fill_mask_features` / `fill_mask_outputs` are the same as TF ops, the serving graph of a
+pre-trained model's export.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import os
 
+import numpy as np
 import tensorflow as tf
 
-from kbert.fill_mask import MASK_TEXT
+from kbert.io.model_dir import read_checkpoint
+from kbert.models.pretrainer import load_pretrainer
+from kbert.text import Tokenizer
+from kbert.text.packer import pack
+
+MASK_TEXT = "[MASK]"
 
 
-def check_inputs(inputs: Mapping[str, tf.Tensor], names: tuple[str, ...]) -> dict[str, tf.Tensor]:
-    """Checks in the graph what a loaded signature does not: every input is a rank-1
-    string batch [B], and all inputs have the same B.
+def fill_mask(model_dir: str | os.PathLike, texts: list[str], top_k: int = 5
+              ) -> list[list[list[tuple[str, float]]]]:
+    """For each text, for each "[MASK]" in it, the `top_k` (token, probability) pairs.
 
-    The signatures take inputs of unknown rank on purpose: with a declared shape [None],
-    TF's graph optimiser folds `Rank` to the constant 1, so a rank-2 tensor would run
-    silently (FIELD_NOTES). A failed check raises InvalidArgumentError (TF Serving:
-    INVALID_ARGUMENT) whose message names the input; nothing downstream runs first,
-    because every later op depends on the checks.
-
-    Args:
-        inputs: name -> string tensor of any shape.
-        names: the input names, first one the reference for the batch size.
-
-    Returns:
-        name -> string [B] tensors (static shape [None]).
+    "[MASK]" is recognised in the raw text (the tokenizer itself treats it as ordinary
+    characters, as the original BERT does); the pieces around it are tokenized normally.
     """
-    checks = []
-    for name in names:
-        rank = tf.rank(inputs[name])
-        checks.append(tf.debugging.Assert(
-            tf.equal(rank, 1),
-            [f"input `{name}` must be a rank-1 string batch [B]; got a tensor of rank", rank],
-            name=f"check_rank_{name}"))
-    with tf.control_dependencies(checks):
-        flat = {name: tf.reshape(inputs[name], [-1]) for name in names}
-    first = names[0]
-    sizes = []
-    for name in names[1:]:
-        n_first, n_other = tf.shape(flat[first])[0], tf.shape(flat[name])[0]
-        sizes.append(tf.debugging.Assert(
-            tf.equal(n_first, n_other),
-            [f"input `{name}` must have as many rows as `{first}`: `{first}` has", n_first,
-             f"rows, `{name}` has", n_other], name=f"check_batch_{name}"))
-    with tf.control_dependencies(sizes):
-        return {name: tf.identity(flat[name]) for name in names}
+    checkpoint = read_checkpoint(model_dir)
+    if not checkpoint.has_pretraining_heads:
+        raise ValueError(f"{model_dir} has no masked-LM head: fill-mask needs a model from "
+                         "`kbert pretrain` or a converted checkpoint with cls.* heads")
+    tokenizer = Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
+    rows = []
+    for text in texts:
+        pieces = text.split(MASK_TEXT)
+        if len(pieces) < 2:
+            raise ValueError(f"no {MASK_TEXT} in {text!r}")
+        ids = tokenizer(tf.constant(pieces)).to_list()
+        row = []
+        for i, piece_ids in enumerate(ids):
+            row += piece_ids + ([tokenizer.mask_id] if i < len(ids) - 1 else [])
+        rows.append(row)
+    length = min(checkpoint.config.max_sequence_length, max(len(r) for r in rows) + 2)
+    packed = pack(tf.ragged.constant(rows, dtype=tf.int32), sequence_length=length,
+                  cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
+    token_ids = packed["token_ids"].numpy()
+    positions = [np.flatnonzero(r == tokenizer.mask_id) for r in token_ids]
+    width = max(1, max(len(p) for p in positions))
+    mask_positions = np.zeros((len(rows), width), np.int32)
+    for i, p in enumerate(positions):
+        mask_positions[i, :len(p)] = p
+
+    model = load_pretrainer(checkpoint)
+    inputs = {name: tensor.numpy() for name, tensor in packed.items()}
+    logits = model({**inputs, "mask_positions": mask_positions})["mlm_logits"].numpy()
+    probabilities = tf.nn.softmax(logits, axis=-1).numpy()
+    results = []
+    for i, p in enumerate(positions):
+        per_mask = []
+        for j in range(len(p)):
+            best = np.argsort(-probabilities[i, j])[:top_k]
+            per_mask.append([(checkpoint.vocab[k], float(probabilities[i, j, k])) for k in best])
+        results.append(per_mask)
+    return results
 
 
-# -- fill-mask (pre-trained models with masked-LM heads) -------------------------------------
+# -- the serving graph (TF ops; `kbert export` of a pre-trained model) ----------------------
 
 def fill_mask_features(tokenizer, seq_len: int, text: tf.Tensor) -> dict[str, tf.Tensor]:
     """Packed inputs for texts with "[MASK]" written in them.
 
     The text is split at each literal "[MASK]", the pieces are tokenized as usual and the
     [MASK] id goes between them (the tokenizer itself would split "[MASK]" into "[", "mask",
-    "]", as the original BERT does), as `kbert.fill_mask.fill_mask` does.
+    "]", as the original BERT does), as `kbert.tasks.fill_mask.fill_mask` does.
 
     Args:
         tokenizer: a `kbert.text.Tokenizer`.
@@ -71,8 +85,6 @@ def fill_mask_features(tokenizer, seq_len: int, text: tf.Tensor) -> dict[str, tf
         (M = most [MASK]s kept in one row of the batch, 0 in unused slots) and
         `mask_count` int32 [B] (the [MASK]s left after truncation to T).
     """
-    from kbert.text.packer import pack
-
     pieces = tf.strings.split(text, MASK_TEXT)  # [B, (pieces)], never an empty row
     piece_ids = tokenizer.tokenize(pieces.flat_values)  # [P, (tokens)]
     n_pieces = tf.shape(pieces.flat_values, out_type=tf.int64)[0]
@@ -105,7 +117,7 @@ def fill_mask_outputs(mlm_model, tokenizer, seq_len: int, top_k: int,
     """The `top_k` guesses for each [MASK] of each text.
 
     Args:
-        mlm_model: a `kbert.pretrainer.BertPretrainer` (only `mlm_logits` is used).
+        mlm_model: a `kbert.models.pretrainer.BertPretrainer` (only `mlm_logits` is used).
         text: string [B].
 
     Returns:
@@ -129,20 +141,3 @@ def fill_mask_outputs(mlm_model, tokenizer, seq_len: int, top_k: int,
         "top_probabilities": tf.where(valid, top.values, 0.0),
         "mask_count": features["mask_count"],
     }
-
-
-def encode_outputs(encoder, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """The encoder's `sequence_output` float32 [N, T, H] and `pooled_output` float32 [N, H]
-    for packed features (token_ids / segment_ids / padding_mask int32 [N, T])."""
-    outputs = encoder({k: features[k] for k in ("token_ids", "segment_ids", "padding_mask")},
-                      training=False)
-    return {"sequence_output": tf.cast(outputs["sequence_output"], tf.float32),
-            "pooled_output": tf.cast(outputs["pooled_output"], tf.float32)}
-
-
-def as_float32(outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Floating outputs as float32 (a bfloat16 export computes in bfloat16 inside)."""
-    return {k: tf.cast(v, tf.float32) if v.dtype.is_floating else v for k, v in outputs.items()}
-
-
-ServingFn = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]

@@ -121,7 +121,8 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _finetune(args: argparse.Namespace) -> None:
-    from kbert.finetuning import FinetuneSettings, finetune
+    # lazy: `kbert --help` and light commands must not import TensorFlow
+    from kbert.training.finetune import FinetuneSettings, finetune
     from kbert.tasks.registry import get_task
 
     task = get_task(args.task)
@@ -160,7 +161,8 @@ def _add_evaluate(commands) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from kbert.finetuning import evaluate, json_safe
+    # lazy: `kbert --help` and light commands must not import TensorFlow
+    from kbert.training.finetune import evaluate, json_safe
 
     metrics = evaluate(args.model_dir, args.data, batch_size=args.batch_size,
                        **_options(args))
@@ -214,7 +216,8 @@ def _predict(args: argparse.Namespace) -> None:
     if args.server:
         _predict_server(args.server, args.model_name, texts, args.pair)
         return
-    from kbert.finetuning import predict
+    # lazy: `kbert --help` and light commands must not import TensorFlow
+    from kbert.training.finetune import predict
 
     items = texts if args.pair is None else list(zip(texts, args.pair))
     for text, prediction in zip(texts, predict(args.args[0], items, args.batch_size)):
@@ -235,6 +238,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _predict_server(target: str, model_name: str, texts, pairs) -> None:
     import numpy as np
 
+    # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.serving.client import PredictionClient
 
     client = PredictionClient(target)
@@ -307,6 +311,7 @@ def _add_embed(commands) -> None:
 def embed_inputs(values, text_column: str = "text") -> list[str]:
     """`--input` values: an existing file is read (.txt one text per line, .tsv / .csv /
     .jsonl by column), anything else is a text."""
+    # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.data.readers import read_lines, read_text_examples
 
     texts = []
@@ -325,6 +330,7 @@ def embed_inputs(values, text_column: str = "text") -> list[str]:
 def _embed(args: argparse.Namespace) -> None:
     import numpy as np
 
+    # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.tasks.embeddings import embed
 
     if args.out and not args.out.endswith((".npy", ".jsonl")):

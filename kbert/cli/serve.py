@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+from kbert.serving.defaults import DEFAULT_MAX_MESSAGE_BYTES, GRPC_PORT, REST_PORT
 
 
 def _serve_command(args: argparse.Namespace) -> None:
-    from kbert.serving.server import ModelServer, serve
+    from kbert.serving.server import ModelServer, serve  # lazy: gRPC and TensorFlow
 
     server = ModelServer(args.root, port=args.port,
                          rest_port=None if args.no_rest else args.rest_port, host=args.host,
@@ -35,8 +35,8 @@ def add_parser(commands) -> None:
                     "while running.")
     p.add_argument("root", nargs="?", default="saved_models", metavar="ROOT",
                    help="model base directory (default: saved_models)")
-    p.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
-    p.add_argument("--rest-port", type=int, default=8501, help="REST port (0: any free port)")
+    p.add_argument("--port", type=int, default=GRPC_PORT, help="gRPC port (0: any free port)")
+    p.add_argument("--rest-port", type=int, default=REST_PORT, help="REST port (0: any free port)")
     p.add_argument("--no-rest", action="store_true", help="no REST server")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")

@@ -6,6 +6,7 @@ import argparse
 
 
 def _export(args: argparse.Namespace) -> None:
+    # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.export.saved_model import export_saved_model
 
     try:
@@ -20,6 +21,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
+    # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.export.inspect import MissingOpError, format_inspection, inspect_saved_model, load
 
     print(format_inspection(inspect_saved_model(args.path)))
@@ -63,7 +65,7 @@ def add_parsers(commands) -> None:
                         "(default: /models)")
     p.add_argument("--tflite", action="store_true",
                    help="also write VERSION/model.tflite (strings in, tokenizer inside; "
-                        "run it with kbert.export.tflite.TFLiteModel)")
+                        "run it with kbert.serving.tflite_runtime.TFLiteModel)")
     p.add_argument("--quantize", choices=("dynamic", "float16"),
                    help="with --tflite: dynamic-range int8 or float16 weights")
     p.set_defaults(run=_export)

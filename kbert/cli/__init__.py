@@ -1,0 +1,15 @@
+"""`kbert <command>`: the command-line front end, one module per command group.
+
+    app        the parser and error handling; `main` (the `kbert` entry point)
+    tools      convert, vocab
+    pretrain   pretrain, fill-mask
+    finetune   finetune, evaluate, predict, embed
+    export     export, inspect
+    serve      serve
+
+The CLI is the top layer: it may import any kbert module, and nothing imports it.
+"""
+
+from kbert.cli.app import build_parser, main
+
+__all__ = ["build_parser", "main"]
