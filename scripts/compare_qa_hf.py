@@ -21,7 +21,7 @@ seeds rather than one run. Each step's loss is in the results (`step_losses`) an
 table prints the mean loss of each quarter of an epoch.
 
 Then both are scored the same way: their start / end logits on the eval windows are
-decoded by kbert's decoder (kbert.tasks.qa_decode: n-best 20, max_answer_length 30,
+decoded by kbert's decoder (kbert.tasks.qa.decode: n-best 20, max_answer_length 30,
 maximum-context rule, exact context substrings) and scored with the official EM / F1.
 Seconds per epoch are wall-clock training time: for kbert including its tf.data
 tokenization and windowing (done on the fly), for transformers the loop over ready-made
@@ -236,8 +236,8 @@ def hf_predict(model, task, spec, examples, tokenizer, batch_size):
     import tensorflow as tf
     import torch
 
-    from kbert.tasks.qa_decode import answer_text, decode_spans
-    from kbert.tasks.qa_windows import qa_windows
+    from kbert.tasks.qa.decode import answer_text, decode_spans
+    from kbert.tasks.qa.windows import qa_windows
 
     model.eval()
     predictions = []
@@ -281,7 +281,7 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from kbert.convert import convert
     from kbert.data.squad import read_squad
-    from kbert.tasks.qa import QATask
+    from kbert.tasks.qa.task import QATask
     from kbert.text.tokenizer import Tokenizer
 
     examples = read_squad(args.squad)
@@ -300,7 +300,7 @@ def main(argv=None):
     results = {"settings": vars(args), "spec": spec.to_dict(),
                "train_articles": train_titles, "eval_articles": eval_titles,
                "train_questions": len(train), "eval_questions": len(evaluation),
-               "decoding": "kbert.tasks.qa_decode for both models"}
+               "decoding": "kbert.tasks.qa.decode for both models"}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = convert(args.hf_model, os.path.join(tmp, "kbert_model"))
         tokenizer = Tokenizer.from_model_dir(model_dir)

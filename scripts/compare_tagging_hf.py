@@ -95,7 +95,7 @@ def subset_conllu(src: str, dst: str, limit: int | None) -> str:
 
 def run_kbert(args, model_dir: str, train: str, dev: str) -> dict:
     from kbert.training.finetune import FinetuneSettings, finetune
-    from kbert.tasks.tagging import TaggingTask
+    from kbert.tasks.tagging.task import TaggingTask
 
     options = {"label_column": args.label_column}
     if args.doc_stride:
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from kbert.convert import convert
     from kbert.data.conll import read_tagging_file
-    from kbert.tasks.tagging import default_doc_stride
+    from kbert.tasks.tagging.task import default_doc_stride
 
     os.makedirs(args.work_dir, exist_ok=True)
     train = subset_conllu(args.train, os.path.join(args.work_dir, "train.conllu"),

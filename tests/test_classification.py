@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from finetune_helpers import VOCAB, tiny_model_dir
 from kbert.data.readers import TextExample
-from kbert.tasks.classification import ClassificationTask, average_windows, windows
+from kbert.tasks.classification.task import ClassificationTask, average_windows, windows
 from kbert.tasks.spec import TaskSpec
 from kbert.tasks.task_dir import load_task_model
 from kbert.text import Tokenizer
@@ -156,7 +156,7 @@ def test_spec_labels_sorted_numerically_or_as_strings():
     (lambda t: t.make_spec(_examples(["1", "x"]), 16, regression=True),
      r"f.tsv:3: field label: 'x' is not a number"),
     (lambda t: t.make_spec(_examples(["a", "a"]), 16), r"single label \['a'\]"),
-    (lambda t: t.make_spec(_examples(["a", "b"]), 16, colour="red"), r"unknown option"),
+    (lambda t: t.make_spec(_examples(["a", "b"]), 16, colour="red"), r"unknown classify option"),
     (lambda t: t.make_spec(_examples(["a", "b"]), 16, metric="auc"), r"unknown metric"),
     (lambda t: t.check_examples(_examples(["a", "c"]), TaskSpec(
         "classification", labels=("a", "b")), "f.tsv"),

@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from finetune_helpers import tiny_model_dir
-from kbert.tasks.classification import ClassificationTask
+from kbert.tasks.classification.task import ClassificationTask
 from kbert.tasks.embeddings import embedding_serving_outputs
 from kbert.tasks.spec import TaskSpec
 from kbert.tasks.task_dir import load_task_model

@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
-from kbert.tasks import classification_metrics as m
+from kbert.tasks.classification import metrics as m
 
 
 @pytest.mark.parametrize("num_classes, seed", [(2, 0), (2, 1), (3, 2), (5, 3)])

@@ -11,10 +11,10 @@ from kbert.config import BertConfig
 from kbert.data.squad import read_squad
 from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
-from kbert.tasks.qa import QATask
-from kbert.tasks.qa_decode import answer_text, decode_spans
-from kbert.tasks.qa_windows import answer_labels, qa_windows
-from kbert.tasks.squad_metrics import exact_match, f1, normalize_answer, squad_scores
+from kbert.tasks.qa.task import QATask
+from kbert.tasks.qa.decode import answer_text, decode_spans
+from kbert.tasks.qa.windows import answer_labels, qa_windows
+from kbert.tasks.qa.squad_metrics import exact_match, f1, normalize_answer, squad_scores
 from kbert.text.tokenizer import Tokenizer
 
 WORDS = [f"w{i}" for i in range(40)]

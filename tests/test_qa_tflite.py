@@ -8,8 +8,8 @@ import tensorflow_text
 from test_qa import VOCAB
 
 from kbert.tasks import TaskSpec
-from kbert.tasks.qa_decode import decode_spans
-from kbert.tasks.qa_windows import qa_windows
+from kbert.tasks.qa.decode import decode_spans
+from kbert.tasks.qa.windows import qa_windows
 from kbert.text.tokenizer import Tokenizer
 
 

@@ -335,15 +335,12 @@ def test_serves_a_kbert_export(tmp_path, caplog, capsys):
     model_dir = save_task_model(tmp_path / "nli", build_task_model(build_encoder(config), spec),
                                 spec, config, VOCAB)
     path = export_saved_model(model_dir, out_root=tmp_path / "root", name="nli")
-    info_file = os.path.join(path, "assets.extra", "kbert_export.json")
-    with open(info_file) as f:
-        info = json.load(f)
-    if "labels" not in info:  # Classify's class names, until the exporter writes them
-        with open(info_file, "w") as f:
-            json.dump(dict(info, labels=list(spec.labels)), f)
+    # The exporter records the class names; the server's Classify answers with them.
+    with open(os.path.join(path, "assets.extra", "kbert_export.json")) as f:
+        assert json.load(f)["labels"] == ["no", "yes"]
     first, second = ["w1 w2", "", "W3 " * 40, "w4"], ["w5", "w6 w7", "", b"\xff w8"]
     with caplog.at_level(logging.INFO, logger="kbert.serving"), \
-            ModelServer(tmp_path / "root", port=0, rest_port=None, poll_seconds=0) as server, \
+            ModelServer(tmp_path / "root", port=0, rest_port=0, poll_seconds=0) as server, \
             PredictionClient(f"127.0.0.1:{server.port}") as client:
         assert "nli version 1: replayed 2 warm-up request(s)" in caplog.text
         got = client.predict("nli", {"text": first, "text_pair": second})
@@ -357,6 +354,17 @@ def test_serves_a_kbert_export(tmp_path, caplog, capsys):
         np.testing.assert_allclose([[p for _, p in c] for c in classes],
                                    want["probabilities"], rtol=1e-6)
         assert [[label for label, _ in c] for c in classes] == [["no", "yes"]] * 4
+        # The same over REST (TF Serving's :classify body and answer).
+        body = json.dumps({"examples": [{"text": a, "text_pair": b} for a, b in
+                                        zip(first[:2], second[:2])]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.rest_port}/v1/models/nli:classify", data=body,
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=20) as response:
+            results = json.load(response)["results"]
+        assert [[label for label, _ in row] for row in results] == [["no", "yes"]] * 2
+        np.testing.assert_allclose([[p for _, p in row] for row in results],
+                                   want["probabilities"][:2], rtol=1e-6)
         for inputs, says in (
                 ({"text": np.array([[b"w1"]], object), "text_pair": np.array([[b"w2"]], object)},
                  "rank-1 string batch"),

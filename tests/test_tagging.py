@@ -12,9 +12,9 @@ from kbert.config import BertConfig
 from kbert.data.conll import Sentence
 from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
-from kbert.tasks.conlleval import conlleval
-from kbert.tasks.tag_windows import make_windows, merge_windows, pieces_of_words
-from kbert.tasks.tagging import TaggingTask, detect_tag_scheme
+from kbert.tasks.tagging.conlleval import conlleval
+from kbert.tasks.tagging.windows import make_windows, merge_windows, pieces_of_words
+from kbert.tasks.tagging.task import TaggingTask, detect_tag_scheme
 from kbert.text.tokenizer import Tokenizer
 from kbert.training.optimizers import create_optimizer
 

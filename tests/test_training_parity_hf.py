@@ -47,7 +47,7 @@ def test_qa_training_steps_match_transformers(tmp_path, monkeypatch):
 
     import kbert.layers
     from kbert.convert import convert
-    from kbert.tasks.qa import QATask
+    from kbert.tasks.qa.task import QATask
     from kbert.tasks.task_dir import load_task_model
     from kbert.text import Tokenizer
     from kbert.training.optimizers import create_optimizer

@@ -9,13 +9,16 @@ kbert.cli.main, which prints them as one line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
-# Default T per task (the paper: 128 for classification and tagging, 384 for SQuAD).
-DEFAULT_SEQ_LEN = {"classify": 128, "tag": 128, "qa": 384}
+import numpy as np
 
+from kbert.cli.flags import add_field_flags, flag_name, given_values, key_values
+from kbert.tasks.registry import task_cards
+from kbert.training.settings import FinetuneSettings
 
 def add_parsers(commands) -> None:
     """Adds finetune, evaluate, predict and embed to `commands` (an argparse
@@ -29,6 +32,8 @@ def add_parsers(commands) -> None:
 # -- finetune -------------------------------------------------------------------------------
 
 def _add_finetune(commands) -> None:
+    """`kbert finetune TASK`: one sub-command per registered task, its flags made from
+    `FinetuneSettings` (the run) and the task's `Options`."""
     p = commands.add_parser(
         "finetune", help="fine-tune a model directory on a task (classify, tag, qa)",
         description="Fine-tunes MODEL_DIR on a labelled file with BERT's recipe (AdamW, "
@@ -37,102 +42,36 @@ def _add_finetune(commands) -> None:
                     "and OUT/predictions.jsonl.")
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
     common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("run")
-    g.add_argument("--model", required=True, metavar="MODEL_DIR",
-                   help="kbert model directory to start from (pre-trained or converted)")
-    g.add_argument("--train", required=True, metavar="FILE")
-    g.add_argument("--eval", metavar="FILE", help="scored after every epoch; picks the best")
-    g.add_argument("--out", required=True, metavar="DIR")
-    g.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
-    g.add_argument("--seq-len", type=int, help="T (default 128; qa 384)")
-    g.add_argument("--epochs", type=int, default=3)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--learning-rate", type=float, default=3e-5)
-    g.add_argument("--warmup-fraction", type=float, default=0.1)
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--precision", default="float32",
-                   choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
-    g.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
-    g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a task option (VALUE read as JSON when it parses); repeatable")
-
-    c = tasks.add_parser("classify", parents=[common],
-                         help="single-text / pair classification or regression")
-    _add_text_columns(c)
-    c.add_argument("--regression", action="store_true",
-                   help="predict one number (MSE; picks the best epoch by Pearson)")
-    c.add_argument("--metric", choices=("accuracy", "f1", "macro_f1", "matthews_corrcoef"),
-                   help="eval metric that picks the best epoch (default accuracy)")
-    c.add_argument("--doc-stride", type=int,
-                   help="tokens between windows of long texts (default T - 2)")
-    c.set_defaults(run=_finetune)
-
-    t = tasks.add_parser("tag", parents=[common], help="token tagging (NER, POS)")
-    t.add_argument("--tag-scheme", choices=("IOB1", "IOB2", "none"),
-                   help="entity tags (scored by entity F1) or none (POS: token accuracy)")
-    t.add_argument("--format", choices=("auto", "conll2003", "conllu"),
-                   help="file format (default: .conllu files CoNLL-U, others CoNLL-2003)")
-    t.add_argument("--label-column",
-                   help="CoNLL-U: upos (default) or xpos; CoNLL-2003: column number "
-                        "(default: the last)")
-    t.add_argument("--doc-stride", type=int,
-                   help="word-pieces between windows of long sentences (default (T-2)/2)")
-    t.set_defaults(run=_finetune)
-
-    q = tasks.add_parser("qa", parents=[common], help="extractive QA (SQuAD v1.1 / v2.0)")
-    q.add_argument("--doc-stride", type=int, help="tokens between context windows (128)")
-    q.add_argument("--max-query-length", type=int, help="question tokens kept (64)")
-    q.add_argument("--max-answer-length", type=int, help="longest answer in tokens (30)")
-    q.add_argument("--null-score-threshold", type=float,
-                   help="SQuAD 2.0: answer nothing when null score - best span > this")
-    q.set_defaults(run=_finetune)
+    group = common.add_argument_group("run")
+    # --seq-len defaults to the task's T (None here).
+    add_field_flags(group, FinetuneSettings, skip=("seq_len",))
+    group.add_argument("--seq-len", type=int, help="T (default: the task's; 128, qa 384)")
+    group.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a task option (VALUE read as JSON when it parses); repeatable")
+    for card in task_cards():
+        sub = tasks.add_parser(card.command, parents=[common], help=card.help,
+                               description=card.help)
+        add_field_flags(sub.add_argument_group(f"{card.command} options"), card.options,
+                        given_only=True)
+        sub.set_defaults(run=_finetune, task_options=card.options)
 
 
-def _add_text_columns(p) -> None:
-    p.add_argument("--text-column", help="column / field of the text (default text; a "
-                                         "number = 0-based field of a header-less TSV/CSV)")
-    p.add_argument("--pair-column", help="column of the second text of a pair")
-    p.add_argument("--label-column", help="column of the label (default label)")
-
-
-# Flags that become task options (passed to Task.read / Task.make_spec) when given.
-_OPTION_FLAGS = ("text_column", "pair_column", "label_column", "format", "regression",
-                 "metric", "doc_stride", "tag_scheme", "max_query_length", "max_answer_length",
-                 "null_score_threshold")
-
-
-def _options(args: argparse.Namespace) -> dict:
-    options = {}
-    for name in _OPTION_FLAGS:
-        value = getattr(args, name, None)
-        if value is not None and value is not False:
-            options[name] = value
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        options[key.strip().replace("-", "_")] = parsed
-    return options
+def _task_options(args: argparse.Namespace) -> dict:
+    """The task options given as flags, then `--option KEY=VALUE` ones."""
+    names = [f.name for f in dataclasses.fields(args.task_options)]
+    return {**given_values(args, names), **key_values(args.option)}
 
 
 def _finetune(args: argparse.Namespace) -> None:
-    # lazy: `kbert --help` and light commands must not import TensorFlow
-    from kbert.training.finetune import FinetuneSettings, finetune
+    # lazy: the run imports TensorFlow; `kbert --help` and the other commands must not
     from kbert.tasks.registry import get_task
+    from kbert.training.finetune import finetune
 
     task = get_task(args.task)
-    settings = FinetuneSettings(
-        model=args.model, train=args.train, eval=args.eval, out=args.out,
-        seq_len=args.seq_len or DEFAULT_SEQ_LEN[args.task], epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
-        warmup_fraction=args.warmup_fraction, weight_decay=args.weight_decay,
-        seed=args.seed, precision=args.precision, overwrite=args.overwrite,
-        options=_options(args), jit_compile=args.jit_compile)
+    run = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneSettings)
+           if f.name not in ("options", "seq_len")}
+    settings = FinetuneSettings(**run, seq_len=args.seq_len or task.default_seq_len,
+                                options=_task_options(args))
     result = finetune(task, settings)
     best = result.metrics["best"]
     shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items()) if best else "no eval file"
@@ -154,18 +93,31 @@ def _add_evaluate(commands) -> None:
     p.add_argument("--data", required=True, metavar="FILE")
     p.add_argument("--out", metavar="FILE.json")
     p.add_argument("--batch-size", type=int, default=32)
-    _add_text_columns(p)
+    for name, help_text in _read_flags().items():
+        p.add_argument(flag_name(name), help=help_text)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a reading option of the task; repeatable")
     p.set_defaults(run=_evaluate)
 
 
+def _read_flags() -> dict[str, str]:
+    """The reading options of every registered task (name -> help; a name two tasks
+    share gets both helps)."""
+    helps: dict[str, list[str]] = {}
+    for card in task_cards():
+        for field in dataclasses.fields(card.options):
+            if field.metadata.get("read"):
+                helps.setdefault(field.name, []).append(
+                    f"{card.command}: {field.metadata['help']}")
+    return {name: "; ".join(parts) for name, parts in helps.items()}
+
+
 def _evaluate(args: argparse.Namespace) -> None:
-    # lazy: `kbert --help` and light commands must not import TensorFlow
+    # lazy: TensorFlow
     from kbert.training.finetune import evaluate, json_safe
 
-    metrics = evaluate(args.model_dir, args.data, batch_size=args.batch_size,
-                       **_options(args))
+    options = {**given_values(args, _read_flags()), **key_values(args.option)}
+    metrics = evaluate(args.model_dir, args.data, batch_size=args.batch_size, **options)
     out = args.out or os.path.join(
         os.path.dirname(os.path.abspath(args.model_dir)),
         f"eval_{os.path.splitext(os.path.basename(args.data))[0]}.json")
@@ -216,29 +168,25 @@ def _predict(args: argparse.Namespace) -> None:
     if args.server:
         _predict_server(args.server, args.model_name, texts, args.pair)
         return
-    # lazy: `kbert --help` and light commands must not import TensorFlow
+    # lazy: TensorFlow
+    from kbert.tasks.registry import task_for_kind
+    from kbert.tasks.task_dir import read_task_spec
     from kbert.training.finetune import predict
 
+    model_dir = args.args[0]
+    spec = read_task_spec(model_dir)
+    if spec is None:
+        raise ValueError(f"{model_dir} has no task.json: it is not a fine-tuned task model "
+                         "(fine-tune it with `kbert finetune`)")
+    task = task_for_kind(spec.task)
     items = texts if args.pair is None else list(zip(texts, args.pair))
-    for text, prediction in zip(texts, predict(args.args[0], items, args.batch_size)):
-        if "answer" in prediction:  # QA: TEXT is the question, --pair the context
-            score = prediction["score"]  # None: not finite (a diverged model)
-            print(f"{prediction['answer']}\t{'nan' if score is None else f'{score:.4f}'}"
-                  f"\t{text}")
-        elif "label" in prediction and "probabilities" in prediction:
-            p = prediction["probabilities"][prediction["label"]]
-            print(f"{prediction['label']}\t{p:.4f}\t{text}")
-        elif "score" in prediction:
-            print(f"{prediction['score']:.4f}\t{text}")
-        else:
-            shown = {k: v for k, v in prediction.items() if k != "source"}
-            print(f"{json.dumps(shown, ensure_ascii=False)}\t{text}")
+    # QA: TEXT is the question, --pair the context.
+    for text, prediction in zip(texts, predict(model_dir, items, args.batch_size)):
+        print(task.format_prediction(prediction, text))
 
 
 def _predict_server(target: str, model_name: str, texts, pairs) -> None:
-    import numpy as np
-
-    # lazy: `kbert --help` and light commands must not import TensorFlow
+    # lazy: gRPC and the serving protos
     from kbert.serving.client import PredictionClient
 
     client = PredictionClient(target)
@@ -270,8 +218,6 @@ def _predict_server(target: str, model_name: str, texts, pairs) -> None:
 
 
 def _jsonable(value):
-    import numpy as np
-
     value = np.asarray(value)
     if value.dtype.kind in "SO":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
@@ -311,7 +257,7 @@ def _add_embed(commands) -> None:
 def embed_inputs(values, text_column: str = "text") -> list[str]:
     """`--input` values: an existing file is read (.txt one text per line, .tsv / .csv /
     .jsonl by column), anything else is a text."""
-    # lazy: `kbert --help` and light commands must not import TensorFlow
+    # lazy: TensorFlow
     from kbert.data.readers import read_lines, read_text_examples
 
     texts = []
@@ -328,9 +274,7 @@ def embed_inputs(values, text_column: str = "text") -> list[str]:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    # lazy: `kbert --help` and light commands must not import TensorFlow
+    # lazy: TensorFlow
     from kbert.tasks.embeddings import embed
 
     if args.out and not args.out.endswith((".npy", ".jsonl")):

@@ -25,7 +25,7 @@ def _serve_command(args: argparse.Namespace) -> None:
     serve(server, on_ready=ready)
 
 
-def add_parser(commands) -> None:
+def add_parsers(commands) -> None:
     """Adds `kbert serve` to the CLI's subcommands."""
     p = commands.add_parser(
         "serve", help="serve exported models over TF Serving's gRPC and REST APIs",

@@ -20,20 +20,22 @@ import keras
 import tensorflow as tf
 from safetensors import safe_open
 
+from kbert.export.settings import PRECISIONS
 from kbert.io.model_dir import (MLM_HEAD_KEYS, WEIGHTS_FILE, assign_encoder_weights,
                                 read_checkpoint)
 from kbert.models.encoder import build_encoder
 from kbert.models.pretrainer import assign_weights, build_pretrainer
 from kbert.tasks.embeddings import check_pooling, embedding_features, embedding_serving_outputs
 from kbert.tasks.fill_mask import fill_mask_features, fill_mask_outputs
-from kbert.tasks.registry import get_task
+from kbert.tasks.registry import kinds as task_kinds, task_for_kind
 from kbert.tasks.task_dir import load_task_model, read_task_spec
 from kbert.text import Tokenizer
 
-KINDS = ("fill-mask", "embedding", "classification", "regression", "tagging", "qa")
-PRECISIONS = ("float32", "bfloat16")
-DEFAULT_SEQ_LEN = 128
+# The kinds of models that are not fine-tuned; fine-tuned ones export as their task kind.
+BASE_KINDS = ("fill-mask", "embedding")
+KINDS = BASE_KINDS + ("classification", "regression", "tagging", "qa")  # kbert's own
 
+DEFAULT_SEQ_LEN = 128
 
 
 def check_inputs(inputs: Mapping[str, tf.Tensor], names: tuple[str, ...]) -> dict[str, tf.Tensor]:
@@ -231,8 +233,9 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
     spec = read_task_spec(model_dir)
     if kind is None:
         kind = found
-    elif kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; choose one of {KINDS}")
+    elif kind not in BASE_KINDS + task_kinds():
+        raise ValueError(f"unknown kind {kind!r}; choose one of "
+                         f"{BASE_KINDS + task_kinds()}")
     elif spec is not None and kind != spec.task:
         raise ValueError(f"{model_dir} is a fine-tuned {spec.task} model (task.json); it "
                          f"exports as {spec.task}, not {kind}")
@@ -278,20 +281,36 @@ def raw_variables(*models) -> list[tf.Variable]:
     return variables
 
 
+def _signatures(kind: str, input_names: tuple[str, ...], features: ServingFn,
+                outputs: ServingFn, encoder, model, seq_len: int,
+                tflite_outputs: ServingFn | None = None) -> ServingGraph:
+    """The one builder of every export: a serving half (`features`: strings -> packed
+    inputs; `outputs`: strings -> results) becomes the signatures serving_default
+    (`outputs`), tokenize (`features`) and encode (the encoder on `features`)."""
+    return ServingGraph(
+        kind=kind, input_names=input_names, seq_len=seq_len,
+        functions={
+            "serving_default": lambda x: as_float32(outputs(x)),
+            "tokenize": features,
+            "encode": lambda x: encode_outputs(encoder, features(x)),
+        },
+        tflite_function=None if tflite_outputs is None else (
+            lambda x: as_float32(tflite_outputs(x))),
+        variables=raw_variables(model),
+        examples={n: _EXAMPLES.get(n, _EXAMPLES["text"]) for n in input_names})
+
+
 def _fill_mask_graph(checkpoint, tokenizer, seq_len, top_k, source) -> ServingGraph:
     encoder = build_encoder(checkpoint.config)
     model = build_pretrainer(encoder, checkpoint.config)  # shares the encoder's variables
     assign_weights(encoder, model, checkpoint.weights, source)
-    return ServingGraph(
-        kind="fill-mask", input_names=("text",), seq_len=seq_len,
-        functions={
-            "serving_default": lambda x: fill_mask_outputs(model, tokenizer, seq_len, top_k,
-                                                           x["text"]),
-            "tokenize": lambda x: fill_mask_features(tokenizer, seq_len, x["text"]),
-            "encode": lambda x: encode_outputs(
-                encoder, fill_mask_features(tokenizer, seq_len, x["text"])),
-        },
-        variables=raw_variables(model), examples={"text": _FILL_MASK_EXAMPLES})
+    graph = _signatures(
+        "fill-mask", ("text",),
+        features=lambda x: fill_mask_features(tokenizer, seq_len, x["text"]),
+        outputs=lambda x: fill_mask_outputs(model, tokenizer, seq_len, top_k, x["text"]),
+        encoder=encoder, model=model, seq_len=seq_len)
+    graph.examples = {"text": _FILL_MASK_EXAMPLES}
+    return graph
 
 
 def _embedding_graph(checkpoint, tokenizer, seq_len, pooling, normalize,
@@ -299,22 +318,18 @@ def _embedding_graph(checkpoint, tokenizer, seq_len, pooling, normalize,
     check_pooling(pooling, None, False, checkpoint.config.num_layers)
     encoder = build_encoder(checkpoint.config)
     assign_encoder_weights(encoder, checkpoint.weights, source=source)
-    return ServingGraph(
-        kind="embedding", input_names=("text",), seq_len=seq_len,
-        functions={
-            "serving_default": lambda x: as_float32(embedding_serving_outputs(
-                encoder, tokenizer, x, seq_len, pooling, normalize)),
-            "tokenize": lambda x: embedding_features(tokenizer, x, seq_len),
-            "encode": lambda x: encode_outputs(encoder, embedding_features(tokenizer, x,
-                                                                           seq_len)),
-        },
-        variables=raw_variables(encoder), examples={"text": _EXAMPLES["text"]})
+    return _signatures(
+        "embedding", ("text",),
+        features=lambda x: embedding_features(tokenizer, x, seq_len),
+        outputs=lambda x: embedding_serving_outputs(encoder, tokenizer, x, seq_len, pooling,
+                                                    normalize),
+        encoder=encoder, model=encoder, seq_len=seq_len)
 
 
 def _task_graph(model_dir, spec, tokenizer) -> ServingGraph:
     try:
-        task = get_task(spec.task)
-    except ValueError as error:  # its task module is not in this kbert
+        task = task_for_kind(spec.task)
+    except ValueError as error:  # a kind no registered task writes
         raise NotImplementedError(f"kbert cannot export {spec.task} models: {error}") from None
     try:
         names = tuple(task.serving_inputs(spec))
@@ -323,17 +338,9 @@ def _task_graph(model_dir, spec, tokenizer) -> ServingGraph:
             f"kbert cannot export {spec.task} models yet: its task module has no serving "
             "graph (Task.serving_inputs / serving_features / serving_outputs)") from None
     model, _, _ = load_task_model(model_dir)
-    model_spec = spec  # with the seq_len asked for
-    encoder = model.encoder
-    return ServingGraph(
-        kind=spec.task, input_names=names, seq_len=spec.seq_len,
-        functions={
-            "serving_default": lambda x: as_float32(
-                task.serving_outputs(model, tokenizer, model_spec, x)),
-            "tokenize": lambda x: task.serving_features(tokenizer, model_spec, x),
-            "encode": lambda x: encode_outputs(
-                encoder, task.serving_features(tokenizer, model_spec, x)),
-        },
-        tflite_function=lambda x: as_float32(
-            task.tflite_outputs(model, tokenizer, model_spec, x)),
-        variables=raw_variables(model), examples={n: _EXAMPLES[n] for n in names})
+    return _signatures(
+        spec.task, names,
+        features=lambda x: task.serving_features(tokenizer, spec, x),
+        outputs=lambda x: task.serving_outputs(model, tokenizer, spec, x),
+        tflite_outputs=lambda x: task.tflite_outputs(model, tokenizer, spec, x),
+        encoder=model.encoder, model=model, seq_len=spec.seq_len)

@@ -20,6 +20,7 @@ writes every weight twice; docs/FIELD_NOTES.md "SavedModel export".)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,53 +37,53 @@ from kbert.export.graph import (DEFAULT_SEQ_LEN, KINDS, PRECISIONS, ServingGraph
                                 ServingModule, build_serving_graph)
 from kbert.export.layout import (INFO_FILE, MODELS_CONFIG, SIGNATURES, WARMUP_FILE,
                                  versions)
+from kbert.export.settings import ExportSettings
 from kbert.export.tflite import TFLITE_FILE, check_tflite_options, write_module_tflite
 from kbert.io.atomic import atomic_directory
+from kbert.tasks.task_dir import read_task_spec
 
 logger = logging.getLogger(__name__)
 
 # Names other modules import from here (the writer's public surface).
-__all__ = ["DEFAULT_SEQ_LEN", "INFO_FILE", "KINDS", "MODELS_CONFIG", "PRECISIONS",
+__all__ = ["DEFAULT_SEQ_LEN", "ExportSettings", "INFO_FILE", "KINDS", "MODELS_CONFIG", "PRECISIONS",
            "SIGNATURES", "WARMUP_FILE", "ServingGraph", "ServingModule", "build_serving_graph",
            "export_info", "export_saved_model", "versions", "write_models_config",
            "write_warmup_requests"]
 
 
-def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike = "saved_models",
-                       name: str | None = None, version: int | None = None,
-                       seq_len: int | None = None, kind: str | None = None,
-                       precision: str = "float32", top_k: int = 5, pooling: str = "mean",
-                       normalize: bool = False, warmup: bool = True,
-                       models_config: bool = True, base_path: str = "/models",
-                       tflite: bool = False, quantize: str | None = None) -> str:
+def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike | None = None,
+                       settings: ExportSettings | None = None, **options) -> str:
     """Exports a kbert model directory as OUT_ROOT/NAME/VERSION; returns that path.
 
     Args:
         model_dir: a kbert model directory; its kind (see `model_kind`) picks the graph.
-        out_root: the directory TF Serving's model base paths live in.
-        name: the model name (default: the base name of `model_dir`).
-        version: a positive int; default one more than the largest existing version. An
-            existing version is a FileExistsError and nothing is changed.
-        seq_len, kind, precision, top_k, pooling, normalize: see `build_serving_graph`.
-        warmup: write assets.extra/tf_serving_warmup_requests.
-        models_config: write / update OUT_ROOT/models.config listing every model there,
-            with base paths `base_path`/NAME (where the serving container sees OUT_ROOT).
-        tflite: also write VERSION/model.tflite, the same serving_default for TFLite
-            (`kbert.export.tflite`), quantized by `quantize` (None, "dynamic", "float16").
+        out_root: the export root (default: `settings.out_root`, "saved_models").
+        settings: an `ExportSettings` (default: all defaults).
+        **options: `ExportSettings` fields that override `settings` (name, version, seq_len, kind, precision, top_k, pooling, normalize, warmup,
+            models_config, base_path, tflite, quantize); an unknown name is a TypeError.
 
     Signatures (all take the input names as string [B] tensors):
         serving_default: the model's results (see the kind's graph);
         tokenize: the packed int32 model inputs;
         encode: `sequence_output` float32 [N, T, H], `pooled_output` float32 [N, H].
+
+    Raises:
+        FileExistsError: the version exists (versions are never overwritten).
+        ValueError: bad settings, or a model directory that cannot export as asked.
     """
+    if out_root is not None:
+        options["out_root"] = os.fspath(out_root)
+    settings = dataclasses.replace(settings or ExportSettings(), **options)
     model_dir = os.fspath(model_dir)
-    if tflite or quantize is not None:
-        check_tflite_options(tflite, quantize, precision)
-    name = name or os.path.basename(os.path.normpath(os.path.abspath(model_dir)))
+    if settings.tflite or settings.quantize is not None:
+        check_tflite_options(settings.tflite, settings.quantize, settings.precision)
+    name = settings.name or os.path.basename(os.path.normpath(os.path.abspath(model_dir)))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
                          "(it is a directory and a TF Serving model name)")
-    name_dir = os.path.join(os.fspath(out_root), name)
+    out_root = os.fspath(settings.out_root)
+    name_dir = os.path.join(out_root, name)
+    version = settings.version
     if version is None:
         version = (versions(name_dir) or [0])[-1] + 1
     elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -92,32 +93,37 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
         raise FileExistsError(f"{out} already exists: versions are never overwritten "
                               "(leave out --version for the next free one)")
 
-    graph = build_serving_graph(model_dir, kind=kind, seq_len=seq_len, precision=precision,
-                                top_k=top_k, pooling=pooling, normalize=normalize)
+    graph = build_serving_graph(model_dir, **settings.graph_options())
     module = ServingModule(graph)
     signatures = module.concrete_functions()
-    info = export_info(graph, model_dir, precision)
+    info = export_info(graph, model_dir, settings.precision)
     try:
-        _write(module, signatures, out, name, graph.examples if warmup else None,
-               tflite, quantize, model_dir, info)
+        _write(module, signatures, out, name, graph.examples if settings.warmup else None,
+               settings.tflite, settings.quantize, model_dir, info)
     except OSError as error:
         if os.path.isdir(out) and not isinstance(error, FileExistsError):
             raise FileExistsError(f"{out} was written by another export meanwhile; "
                                   "nothing of this one was kept") from None
         raise
     logger.info("exported %s (%s, T=%d, %s) to %s", model_dir, graph.kind, graph.seq_len,
-                precision, out)
-    if models_config:
-        write_models_config(out_root, base_path=base_path)
+                settings.precision, out)
+    if settings.models_config:
+        write_models_config(out_root, base_path=settings.base_path)
     return out
 
 
 def export_info(graph: ServingGraph, model_dir: str, precision: str) -> dict:
-    """The content of assets.extra/kbert_export.json."""
-    return {"kind": graph.kind, "inputs": list(graph.input_names), "seq_len": graph.seq_len,
+    """The content of assets.extra/kbert_export.json: what was exported and with what, and
+    for a model with class or tag names their `labels` (index = id; the server's Classify
+    answers with them)."""
+    info = {"kind": graph.kind, "inputs": list(graph.input_names), "seq_len": graph.seq_len,
             "precision": precision, "model_dir": os.path.abspath(model_dir),
             "kbert": kbert.__version__, "tensorflow": tf.__version__,
             "tensorflow_text": tensorflow_text.__version__}
+    spec = read_task_spec(model_dir)
+    if spec is not None and spec.labels:
+        info["labels"] = list(spec.labels)
+    return info
 
 
 def _write(module, signatures, out, name, examples, tflite, quantize, model_dir,

@@ -45,13 +45,14 @@ from ai_edge_litert import schema_py_generated as schema
 
 from kbert.export.graph import ServingModule, build_serving_graph
 from kbert.export.layout import INFO_FILE, TFLITE_FILE
+from kbert.export.settings import QUANTIZATIONS
 from kbert.io.model_dir import is_model_dir
 
 logger = logging.getLogger(__name__)
 
 # The only custom ops a kbert TFLite model may hold: the tokenizer's tf-text ops.
 TOKENIZER_OPS = ("FastBertNormalize", "FastWordpieceTokenizeWithOffsets")
-QUANTIZATIONS = (None, "dynamic", "float16")
+
 SIGNATURE = "serving_default"
 
 

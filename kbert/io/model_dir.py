@@ -41,8 +41,24 @@ MLM_HEAD_KEYS = ("mlm_head/intermediate_dense/kernel", "mlm_head/intermediate_de
                  "mlm_head/intermediate_layer_norm/gamma", "mlm_head/intermediate_layer_norm/beta",
                  "mlm_head/output_bias")
 NSP_HEAD_KEYS = ("nsp_head/kernel", "nsp_head/bias")
-# Fine-tuning heads (kbert.tasks.heads.HEAD_NAMES) are stored beside them.
+# Fine-tuning heads (each task's `head_name`) are stored beside them: kbert's own under
+# these prefixes; a task registered elsewhere adds its own (`register_head_prefix`).
 HEAD_PREFIXES = ("mlm_head/", "nsp_head/", "classifier/", "tagger/", "qa_outputs/")
+_EXTRA_HEAD_PREFIXES: list[str] = []
+
+
+def register_head_prefix(prefix: str) -> None:
+    """Makes tensors under `prefix` ("name/") head weights, which encoders skip when loading
+    (called by `kbert.tasks.registry.register_task` with the task's `head_name`)."""
+    if not prefix.endswith("/"):
+        raise ValueError(f"a head prefix ends with '/', got {prefix!r}")
+    if prefix not in HEAD_PREFIXES and prefix not in _EXTRA_HEAD_PREFIXES:
+        _EXTRA_HEAD_PREFIXES.append(prefix)
+
+
+def head_prefixes() -> tuple[str, ...]:
+    """Every prefix of head tensors: kbert's own and the registered ones."""
+    return HEAD_PREFIXES + tuple(_EXTRA_HEAD_PREFIXES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +128,7 @@ def assign_encoder_weights(model, weights: Mapping[str, np.ndarray], source: str
             problems.append(f"tensor {path!r} has shape {tuple(weights[path].shape)}, "
                             f"the model expects {tuple(variable.shape)}")
     for key in weights:
-        if key not in variables and not key.startswith(HEAD_PREFIXES):
+        if key not in variables and not key.startswith(head_prefixes()):
             problems.append(f"unexpected tensor {key!r} with shape {tuple(weights[key].shape)}")
     if problems:
         raise ValueError(f"{source}: " + "; ".join(problems))

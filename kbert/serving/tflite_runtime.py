@@ -145,7 +145,7 @@ class TFLiteModel:
 
 def _answer_text(context: np.ndarray, start_byte: np.ndarray,
                  end_byte: np.ndarray) -> dict[str, np.ndarray]:
-    """`kbert.tasks.qa_decode.answer_text` in Python: the answers cut from the UTF-8
+    """`kbert.tasks.qa.decode.answer_text` in Python: the answers cut from the UTF-8
     contexts (bytes, "" for no answer) and their character offsets (-1 for none)."""
     answers, starts, ends = [], [], []
     for text, start, end in zip(context, start_byte.tolist(), end_byte.tolist()):
@@ -165,7 +165,7 @@ def _answer_text(context: np.ndarray, start_byte: np.ndarray,
 
 def _strip_dropped(answer: bytes) -> bytes:
     """`answer` without the trailing characters the normaliser drops, as
-    `kbert.tasks.qa_decode.TRAILING_DROPPED` (RE2's \\p{..} classes, which `re` lacks)."""
+    `kbert.tasks.qa.decode.TRAILING_DROPPED` (RE2's \\p{..} classes, which `re` lacks)."""
     text = answer.decode("utf-8", errors="surrogateescape")
     end = len(text)
     while end and (text[end - 1] == "\ufffd" or unicodedata.category(text[end - 1]) in

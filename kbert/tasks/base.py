@@ -1,27 +1,42 @@
-"""`Task`: what the fine-tuning runner (kbert.training.finetune) needs from each task module.
+"""`Task`: everything kbert needs from one fine-tuning task, in one class.
 
-One subclass per task module (classification.py, tagging.py, qa.py). The runner owns the
-loop (optimizer, model.fit, eval each epoch, best checkpoint, metrics.json, predictions);
-a Task owns reading files, features, decoding and metrics.
+One subclass per task module (classification.py, tagging.py, qa.py), registered with
+`kbert.tasks.registry.register_task`. The runner (`kbert.training.finetune`) owns the loop
+(optimizer, model.fit, eval each epoch, best checkpoint, metrics.json, predictions); a Task
+owns its options, its head, reading files, features, decoding, metrics and the serving
+graph that `kbert export` wraps.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence
+import dataclasses
+import json
+from typing import Any, Mapping, Sequence
 
+import keras
 import tensorflow as tf
 
+from kbert.tasks.card import NoOptions, TaskCard
 from kbert.tasks.spec import TaskSpec
 
 
 class Task(abc.ABC):
     """A fine-tuning task.
 
-    Attributes:
-        command: the CLI word (`kbert finetune classify|tag|qa`).
-        read_option_names: the options of `read` (column names, file format) that the
-            runner saves in the spec, so that evaluating reads files as training did.
+    Attributes (class level): those of its `TaskCard` (`card`; a class with a `card`
+    gets them from it, `register_task` makes the card from them):
+        command: the CLI word (`kbert finetune classify|tag|qa`) and `get_task` name.
+        aliases: other `get_task` names -> constructor keyword arguments (e.g.
+            "regression" -> {"regression": True}).
+        kinds: the `TaskSpec.task` values (task.json, export kinds) this task writes.
+        head_name: the output layer's name, and so the weight-key prefix of its tensors in
+            a model directory ("classifier" / "tagger" / "qa_outputs", as Hugging Face's
+            BertFor* classes name them).
+        default_seq_len: T when the user gives none (the paper: 128; SQuAD 384).
+        help: one line for `kbert finetune --help`.
+        Options: a frozen dataclass of `option(...)` fields: the task's CLI flags and the
+            keys `read` / `make_spec` accept (defaults live there, once).
         trim_multiple: tasks whose `dataset` cuts batches to their longest row
             (`kbert.data.batching.trim_to_longest`) round that length up to a multiple
             of this. 1 = the exact longest row, as transformers' padding="longest": a UD
@@ -30,9 +45,62 @@ class Task(abc.ABC):
             XLA (`jit_compile`), which compiles once per distinct shape.
     """
 
+    card: TaskCard
     command: str
-    read_option_names: tuple[str, ...] = ()
+    aliases: Mapping[str, Mapping[str, Any]] = {}
+    kinds: tuple[str, ...] = ()
+    head_name: str = "head"
+    default_seq_len: int = 128
+    help: str = ""
+    Options: type = NoOptions
     trim_multiple: int = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        card = cls.__dict__.get("card")
+        if card is not None:  # kbert's own tasks: the card (light) is the one truth
+            cls.command, cls.aliases, cls.kinds = card.command, card.aliases, card.kinds
+            cls.head_name, cls.default_seq_len = card.head_name, card.default_seq_len
+            cls.help, cls.Options = card.help, card.options
+
+    @property
+    def read_option_names(self) -> tuple[str, ...]:
+        """The options of `read` (column names, file format) that the runner saves in
+        the spec, so that evaluating reads files as training did."""
+        return tuple(f.name for f in dataclasses.fields(self.Options) if f.metadata["read"])
+
+    def check_options(self, options: Mapping[str, Any]) -> Any:
+        """`options` as this task's `Options`; ValueError naming unknown keys and the
+        known ones."""
+        known = [f.name for f in dataclasses.fields(self.Options)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {self.command} option(s) {unknown}; known: "
+                             f"{sorted(known)}")
+        return self.Options(**options)
+
+    # -- the model ----------------------------------------------------------------------
+
+    def build_head(self, encoder_outputs: Mapping[str, Any], spec: TaskSpec,
+                   initializer) -> tuple[keras.layers.Layer, dict[str, Any]]:
+        """The paper's "one additional output layer" on the encoder's symbolic outputs.
+
+        Args:
+            encoder_outputs: the encoder's `sequence_output` / `pooled_output` /
+                `encoder_outputs` (KerasTensors).
+            spec: the task.
+            initializer: a Keras initializer for the head's kernel.
+
+        Returns:
+            (the head layer, named `head_name`, whose weights the model directory stores;
+            the model's outputs by name, float32).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no head")
+
+    def format_prediction(self, prediction: Mapping[str, Any], text: str) -> str:
+        """One line of `kbert predict` output for a `predict` result of `text`."""
+        shown = {k: v for k, v in prediction.items() if k != "source"}
+        return f"{json.dumps(shown, ensure_ascii=False)}\t{text}"
 
     @abc.abstractmethod
     def read(self, path: str, **options) -> list[Any]:

@@ -6,20 +6,17 @@ import keras
 import numpy as np
 
 from kbert.models.encoder import BertEncoder, encoder_inputs
+from kbert.tasks.registry import task_for_kind
 from kbert.tasks.spec import TaskSpec
-
-# Layer (and weight-key prefix) of each task's head; names as Hugging Face's
-# BertFor* classes use them, so converted checkpoints read naturally.
-HEAD_NAMES = {"classification": "classifier", "regression": "classifier",
-              "tagging": "tagger", "qa": "qa_outputs"}
 
 
 def build_task_model(encoder: BertEncoder, spec: TaskSpec, initializer_range: float = 0.02,
                      name: str | None = None) -> keras.Model:
     """Puts `spec`'s head on `encoder` (from `kbert.build_encoder`); returns a functional model.
 
+    The head is the registered task's (`Task.build_head` of `task_for_kind(spec.task)`).
     Inputs: `token_ids`, `segment_ids`, `padding_mask`, int32 [B, T].
-    Outputs (dict, float32 whatever the dtype policy):
+    Outputs (dict, float32 whatever the dtype policy), for kbert's own tasks:
         classification: `logits` [B, C] (dropout + dense on `pooled_output`).
         regression: `logits` [B, 1], the predicted score.
         tagging: `logits` [B, T, C] per word-piece (dropout + dense on `sequence_output`).
@@ -27,25 +24,21 @@ def build_task_model(encoder: BertEncoder, spec: TaskSpec, initializer_range: fl
             as in the original run_squad.py).
     Padding positions are not masked here; decoding ignores them.
 
-    The model's `encoder` and `head` attributes are its two parts (the layers
-    `ENCODER_NAME` and `HEAD_NAMES[spec.task]`).
+    The model's `encoder` and `head` attributes are its two parts.
     """
     inputs = encoder_inputs()
     outputs = encoder(inputs)
     init = keras.initializers.TruncatedNormal(stddev=initializer_range)
-    head = keras.layers.Dense(spec.num_outputs, kernel_initializer=init, dtype="float32",
-                              name=HEAD_NAMES[spec.task])
-    dropout = keras.layers.Dropout(spec.classifier_dropout, name="head_dropout")
-    if spec.task in ("classification", "regression"):
-        result = {"logits": head(dropout(outputs["pooled_output"]))}
-    elif spec.task == "tagging":
-        result = {"logits": head(dropout(outputs["sequence_output"]))}
-    else:  # qa
-        logits = head(outputs["sequence_output"])
-        result = {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+    head, result = task_for_kind(spec.task).build_head(outputs, spec, init)
     model = keras.Model(inputs, result, name=name or f"bert_{spec.task}")
     model.encoder, model.head = encoder, head  # the same layers as the graph's
     return model
+
+
+def dense_head(name: str, width: int, initializer) -> keras.layers.Dense:
+    """The usual head: a float32 dense layer `name` of `width` outputs."""
+    return keras.layers.Dense(width, kernel_initializer=initializer, dtype="float32",
+                              name=name)
 
 
 def pooled_logits(model: keras.Model, spec: TaskSpec, features):

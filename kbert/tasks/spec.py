@@ -17,6 +17,18 @@ from typing import Any
 # tagging: one of `labels` per word (label on a word's first word-piece).
 # qa: extractive question answering (start / end logits over the context).
 TASKS = ("classification", "regression", "tagging", "qa")
+# Kinds of tasks registered beyond kbert's own (`kbert.tasks.registry.register_task`).
+_REGISTERED: list[str] = []
+
+
+def register_kind(kind: str) -> None:
+    """Makes `kind` a valid `TaskSpec.task` (called by `register_task`)."""
+    if kind not in TASKS and kind not in _REGISTERED:
+        _REGISTERED.append(kind)
+
+
+def known_kinds() -> tuple[str, ...]:
+    return TASKS + tuple(_REGISTERED)
 
 TASK_FILE = "task.json"
 
@@ -26,7 +38,7 @@ class TaskSpec:
     """A fine-tuned task, as stored in task.json.
 
     Attributes:
-        task: one of TASKS.
+        task: one of TASKS, or a kind a registered task declares.
         labels: class names (classification) or tag names (tagging), index = label id;
             empty for regression and qa.
         seq_len: T, the packed sequence length the model was trained with.
@@ -60,8 +72,8 @@ class TaskSpec:
     read_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        if self.task not in known_kinds():
+            raise ValueError(f"unknown task {self.task!r}; choose one of {known_kinds()}")
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
         options = self.read_options
         # A dict (task.json, callers) or pairs; kept as sorted pairs so the spec stays

@@ -24,9 +24,10 @@ import keras
 import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
+from kbert.training.settings import STRATEGIES
+
 logger = logging.getLogger(__name__)
 
-KINDS = ("auto", "tpu", "multi_worker", "mirrored", "one_device", "default")
 
 
 def _tf_config_workers() -> int:
@@ -65,8 +66,8 @@ def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     `MultiWorkerMirroredStrategy` configures collective ops in the eager context, which
     is possible only before the context is initialised (TensorFlow raises otherwise).
     """
-    if kind not in KINDS:
-        raise ValueError(f"strategy kind must be one of {KINDS}, got {kind!r}")
+    if kind not in STRATEGIES:
+        raise ValueError(f"strategy kind must be one of {STRATEGIES}, got {kind!r}")
     if kind == "auto":
         tpu = _find_tpu()
         if tpu is not None:

@@ -31,56 +31,17 @@ import keras
 import tensorflow as tf
 
 from kbert.io.atomic import atomic_directory
-from kbert.tasks.registry import get_task
+from kbert.tasks.registry import task_for_kind
 from kbert.tasks.task_dir import load_task_model, save_task_model
 from kbert.text import Tokenizer
 from kbert.training.optimizers import create_optimizer, set_precision
+from kbert.training.settings import FinetuneSettings
 
 logger = logging.getLogger(__name__)
 
 MODEL_SUBDIR = "model"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneSettings:
-    """One fine-tuning run (field names are the CLI flags).
-
-    Attributes:
-        model: any kbert model directory (pre-trained or converted) to start from.
-        train: the training file; eval: the evaluation file (None: keep the last epoch).
-        out: the run directory (see the module docstring).
-        seq_len: T, the packed sequence length.
-        epochs, batch_size, learning_rate, warmup_fraction, weight_decay: the recipe.
-        seed: seeds Python, numpy, TF and Keras (same data, same machine: same run).
-        precision: "float32", "mixed_bfloat16", "mixed_float16" or "auto".
-        overwrite: replace an existing `out` (otherwise an error before any work).
-        options: task options (column names, regression, doc_stride, ...) passed to
-            `Task.read` and `Task.make_spec`.
-        jit_compile: XLA-compile the train step.
-    """
-
-    model: str
-    train: str
-    out: str
-    eval: str | None = None
-    seq_len: int = 128
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 3e-5
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    precision: str = "float32"
-    overwrite: bool = False
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    jit_compile: bool = False
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["options"] = dict(self.options)
-        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +172,7 @@ def load_for_inference(model_dir: str | os.PathLike):
     """(task, model, spec, tokenizer) of a fine-tuned model directory."""
     model, spec, checkpoint = load_task_model(model_dir)
     tokenizer = Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
-    return get_task(spec.task), model, spec, tokenizer
+    return task_for_kind(spec.task), model, spec, tokenizer
 
 
 def evaluate(model_dir: str | os.PathLike, data: str, batch_size: int = 32,

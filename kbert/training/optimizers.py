@@ -9,6 +9,8 @@ import logging
 import keras
 import tensorflow as tf
 
+from kbert.training.settings import TRAINING_PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 # Variable names (the last part of a Keras variable path) that get no weight decay: the
@@ -181,7 +183,7 @@ def create_optimizer(learning_rate: float, total_steps: int, warmup_steps: int |
     return opt
 
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = TRAINING_PRECISIONS
 
 
 def set_precision(precision: str = "auto", strategy: tf.distribute.Strategy | None = None) -> str:

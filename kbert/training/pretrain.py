@@ -20,36 +20,9 @@ import json
 import logging
 import os
 
+from kbert.training.settings import PretrainingSettings
+
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainingSettings:
-    """What a run is; saved as run_config.json (field names are the CLI flags)."""
-
-    corpus: tuple[str, ...]
-    out: str
-    vocab: str | None = None
-    preset: str = "mini"
-    init: str | None = None
-    cased: bool = False
-    seq_len: int = 128
-    max_predictions: int = 20
-    batch_size: int = 32
-    steps: int = 10_000
-    learning_rate: float = 1e-4
-    warmup_steps: int | None = None
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    gradient_accumulation: int | None = None
-    whole_word_masking: bool = False
-    checkpoint_every: int = 500
-    log_every: int = 10
-    strategy: str = "auto"
-    precision: str = "auto"
-    jit_compile: bool = False
-    steps_per_execution: int = 1
-    seed: int | None = None
 
 
 # Settings that define the model and its data; a resumed run must not change them.

@@ -4,7 +4,7 @@ Data: CoNLL-2003 or CoNLL-U files (`kbert.data.conll`), one label per word. The 
 is the training file's labels (sorted). Model: the encoder plus dropout and a dense layer
 per word-piece (`build_task_model`, output `logits` [B, T, C]).
 
-Training features (`kbert.tasks.tag_windows`): every word is tokenized on its own, the
+Training features (`kbert.tasks.tagging.windows`): every word is tokenized on its own, the
 word's label goes on its first word-piece and the other pieces get sample weight 0 (so
 they are left out of the loss, as in the BERT paper's NER set-up). Sentences longer than
 T - 2 pieces are split into overlapping windows (stride `TaskSpec.doc_stride`), never cut;
@@ -15,7 +15,7 @@ labels that are not -100.
 
 Predictions are per word: the arg-max tag of the word's first piece. Metrics: token
 accuracy, and for IOB1 / IOB2 tag sets entity-level precision / recall / F1 as conlleval
-computes them (`kbert.tasks.conlleval`). The primary metric (best epoch) is F1 for IOB tag
+computes them (`kbert.tasks.tagging.conlleval`). The primary metric (best epoch) is F1 for IOB tag
 sets, accuracy otherwise (`tag_scheme` "none", e.g. UPOS).
 
 Serving (`serving_outputs`): the input is raw text, string [B]. There are no given words:
@@ -44,9 +44,11 @@ import tensorflow as tf
 from kbert.data.batching import trim_to_longest
 from kbert.data.conll import Sentence, read_tagging_file
 from kbert.tasks.base import Task
-from kbert.tasks.conlleval import conlleval
+from kbert.tasks.tagging.conlleval import conlleval
+from kbert.tasks.heads import dense_head
 from kbert.tasks.spec import TaskSpec
-from kbert.tasks.tag_windows import (EXAMPLE_INDEX, WORD_INDEX, dense_words, make_windows,
+from kbert.tasks.tagging import CARD, TAG_SCHEMES
+from kbert.tasks.tagging.windows import (EXAMPLE_INDEX, WORD_INDEX, dense_words, make_windows,
                                      merge_windows, pieces_of_text, pieces_of_words,
                                      window_labels)
 from kbert.text.offsets import char_offsets
@@ -55,10 +57,6 @@ from kbert.text.tokenizer import SUFFIX
 logger = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("token_ids", "segment_ids", "padding_mask")
-TAG_SCHEMES = ("IOB1", "IOB2", "none")
-# Task options (`kbert finetune tag --option KEY=VALUE`, or their own flags).
-READ_OPTIONS = ("format", "label_column")
-SPEC_OPTIONS = ("doc_stride", "tag_scheme", "classifier_dropout")
 _IOB_TAG = re.compile(r"^(O|[BI]-.+)$")
 # Sentences tokenized together in the input pipeline (their windows are then re-batched).
 _FEATURE_BATCH = 64
@@ -91,13 +89,19 @@ def default_doc_stride(seq_len: int) -> int:
 class TaggingTask(Task):
     """One tag per word (NER with IOB tags, POS); see the module docstring."""
 
-    command = "tag"
-    read_option_names = READ_OPTIONS
+    card = CARD
     # Training and `predict` batches are cut to their longest window, rounded up to
     # `Task.trim_multiple` (`kbert.data.batching.trim_to_longest`): most sentences are
     # far shorter than T, and padding to T would multiply the work. False keeps every
     # batch at T (static shapes, e.g. for a TPU). The serving graph always uses T.
     trim_batches: bool = True
+
+    # -- the model ---------------------------------------------------------------------
+    def build_head(self, encoder_outputs, spec: TaskSpec, initializer):
+        """Dropout + dense on `sequence_output`: `logits` [B, T, C] per word-piece."""
+        head = dense_head(self.head_name, len(spec.labels), initializer)
+        dropout = keras.layers.Dropout(spec.classifier_dropout, name="head_dropout")
+        return head, {"logits": head(dropout(encoder_outputs["sequence_output"]))}
 
     # -- data --------------------------------------------------------------------------
     def read(self, path: str, **options) -> list[Sentence]:
@@ -105,10 +109,10 @@ class TaggingTask(Task):
 
         Options: `format` ("auto" by extension, "conll2003", "conllu") and
         `label_column` (CoNLL-U "upos" / "xpos"; CoNLL-2003 a column number). The
-        make_spec options (SPEC_OPTIONS) are accepted and ignored here: the runner passes
+        make_spec options are accepted and ignored here: the runner passes
         one option dict to both.
         """
-        _check_options(options)
+        self.check_options(options)
         return read_tagging_file(path, format=options.get("format") or "auto",
                                  label_column=options.get("label_column"))
 
@@ -122,9 +126,9 @@ class TaggingTask(Task):
         """Tags = the training file's labels (sorted); `tag_scheme` detected unless given.
 
         Options: `doc_stride` (default `default_doc_stride(seq_len)`), `tag_scheme`
-        ("IOB1", "IOB2", "none"), `classifier_dropout`; READ_OPTIONS are ignored.
+        ("IOB1", "IOB2", "none"), `classifier_dropout`; reading options are ignored.
         """
-        _check_options(options)
+        self.check_options(options)
         if not train_examples:
             raise ValueError("no training sentences")
         labels = sorted({label for s in train_examples for label in s.labels})
@@ -338,10 +342,3 @@ def _check_stride(spec: TaskSpec) -> None:
     if not 1 <= spec.doc_stride <= budget:
         raise ValueError(f"doc_stride {spec.doc_stride} must be between 1 and seq_len - 2 = "
                          f"{budget}, so that windows leave no word-piece out")
-
-
-def _check_options(options: dict) -> None:
-    unknown = sorted(set(options) - set(READ_OPTIONS) - set(SPEC_OPTIONS))
-    if unknown:
-        raise ValueError(f"option(s) {unknown} do not apply to tagging; its options: "
-                         f"{', '.join(READ_OPTIONS + SPEC_OPTIONS)}")

@@ -1,13 +1,14 @@
 """`QATask`: extractive question answering (SQuAD v1.1 / v2.0), `kbert finetune qa`.
 
-Features: kbert.tasks.qa_windows (question + context windows, maximum-context flags);
-decoding: kbert.tasks.qa_decode (n-best spans, null answer, exact context substrings);
-metrics: kbert.tasks.squad_metrics (official EM / F1). The same window and decoding ops
+Features: kbert.tasks.qa.windows (question + context windows, maximum-context flags);
+decoding: kbert.tasks.qa.decode (n-best spans, null answer, exact context substrings);
+metrics: kbert.tasks.qa.squad_metrics (official EM / F1). The same window and decoding ops
 build the training batches, run `predict` and make the exported serving graph.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -16,24 +17,35 @@ import numpy as np
 import tensorflow as tf
 
 from kbert.data.squad import SquadExample, read_squad
+from kbert.tasks.qa import CARD
 from kbert.tasks.base import Task
-from kbert.tasks.qa_decode import answer_text, decode_spans
-from kbert.tasks.qa_windows import answer_labels, check_qa_spec, qa_windows
+from kbert.tasks.heads import dense_head
+from kbert.tasks.qa.decode import answer_text, decode_spans
+from kbert.tasks.qa.windows import answer_labels, check_qa_spec, qa_windows
 from kbert.tasks.spec import TaskSpec
-from kbert.tasks.squad_metrics import squad_scores
+from kbert.tasks.qa.squad_metrics import squad_scores
 
 MODEL_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 # Examples tokenized together in tf.data (their windows are then re-batched).
 _EXAMPLE_CHUNK = 64
-# Options of `make_spec` (the CLI's qa flags), with the issue's defaults.
-QA_OPTIONS = {"doc_stride": 128, "max_query_length": 64, "max_answer_length": 30,
-              "n_best": 20, "null_score_threshold": None}
 
 
 class QATask(Task):
     """SQuAD-style extractive QA: outputs `start_logits` / `end_logits` [B, T]."""
 
-    command = "qa"
+    card = CARD
+
+    def build_head(self, encoder_outputs, spec: TaskSpec, initializer):
+        """Dense to 2 on `sequence_output` (no dropout, as the original run_squad.py):
+        `start_logits`, `end_logits` [B, T]."""
+        head = dense_head(self.head_name, 2, initializer)
+        logits = head(encoder_outputs["sequence_output"])
+        return head, {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+
+    def format_prediction(self, prediction, text: str) -> str:
+        """`answer<TAB>score<TAB>question` (score "nan" when not finite)."""
+        score = prediction["score"]
+        return f"{prediction['answer']}\t{'nan' if score is None else f'{score:.4f}'}\t{text}"
 
     def read(self, path: str, **options) -> list[SquadExample]:
         """SQuAD v1.1 / v2.0 JSON (kbert.data.squad.read_squad); no options."""
@@ -52,11 +64,9 @@ class QATask(Task):
         """TaskSpec("qa", ...). `options`: doc_stride, max_query_length, max_answer_length,
         n_best, null_score_threshold (None given or left out: 0.0 when the training data
         has impossible questions, i.e. SQuAD 2.0, else None = always answer)."""
-        unknown = sorted(set(options) - set(QA_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown qa option(s) {unknown}; known: {sorted(QA_OPTIONS)}")
-        values = {key: options.get(key) if options.get(key) is not None else default
-                  for key, default in QA_OPTIONS.items()}
+        given = self.check_options(options)
+        values = {f.name: f.default if getattr(given, f.name) is None else getattr(given, f.name)
+                  for f in dataclasses.fields(given)}
         if values["null_score_threshold"] is None and any(
                 e.is_impossible for e in train_examples):
             values["null_score_threshold"] = 0.0
@@ -170,7 +180,7 @@ class QATask(Task):
 
     def serving_features(self, tokenizer, spec: TaskSpec,
                          inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """The windows (see kbert.tasks.qa_windows.qa_windows): model inputs [N, T] plus
+        """The windows (see kbert.tasks.qa.windows.qa_windows): model inputs [N, T] plus
         window_example [N], context_index / start_byte / end_byte / max_context [N, T]."""
         return qa_windows(tokenizer, spec, inputs["question"], inputs["context"])
 

@@ -34,17 +34,15 @@ import tensorflow as tf
 
 from kbert.data.batching import trim_to_longest
 from kbert.data.readers import TextExample, read_text_examples
-from kbert.tasks import classification_metrics as metrics
+from kbert.tasks.classification import metrics
 from kbert.tasks.base import Task
-from kbert.tasks.heads import pooled_logits
+from kbert.tasks.classification import CARD, METRICS
+from kbert.tasks.heads import dense_head, pooled_logits
 from kbert.tasks.spec import TaskSpec
 from kbert.text.packer import pack
 
 logger = logging.getLogger(__name__)
 
-READ_OPTIONS = ("text_column", "pair_column", "label_column")
-SPEC_OPTIONS = ("regression", "doc_stride", "metric", "truncation")
-METRICS = ("accuracy", "f1", "macro_f1", "matthews_corrcoef")
 # Examples tokenized together in the tf.data pipeline before windows are re-batched.
 _TOKENIZE_BATCH = 256
 
@@ -141,25 +139,39 @@ def average_windows(values: tf.Tensor, example_index: tf.Tensor, batch_size) -> 
 class ClassificationTask(Task):
     """Single-text or pair classification, or regression (`regression=True`).
 
-    Options (CLI flags): `text_column` ("text"), `pair_column` (None: single texts),
-    `label_column` ("label") for reading; `regression` (the constructor's `regression`,
-    False unless the task came as "regression" from the registry), `doc_stride` (T - 2: windows
-    side by side), `metric` ("accuracy"; or "f1", "macro_f1", "matthews_corrcoef": picks
-    the best epoch of classification; regression always uses "pearson"), `truncation`
-    ("longest_first") for the spec.
+    Options (`ClassificationOptions`): `text_column` ("text"), `pair_column` (None: single
+    texts), `label_column` ("label") for reading; `regression` (the constructor's
+    `regression`, False unless the task came as "regression" from the registry),
+    `doc_stride` (T - 2: windows side by side), `metric` ("accuracy"; or "f1", "macro_f1",
+    "matthews_corrcoef": picks the best epoch of classification; regression always uses
+    "pearson"), `truncation` ("longest_first") for the spec.
     """
 
-    command = "classify"
-    read_option_names = READ_OPTIONS
+    card = CARD
 
     def __init__(self, metric: str = "accuracy", regression: bool = False):
         self._metric = _check_metric(metric)
         self._regression = bool(regression)
 
+    # the model ---------------------------------------------------------------------------
+    def build_head(self, encoder_outputs, spec: TaskSpec, initializer):
+        """Dropout + dense on `pooled_output`: `logits` [B, C] ([B, 1] for regression)."""
+        head = dense_head(self.head_name, 1 if spec.task == "regression" else len(spec.labels),
+                          initializer)
+        dropout = keras.layers.Dropout(spec.classifier_dropout, name="head_dropout")
+        return head, {"logits": head(dropout(encoder_outputs["pooled_output"]))}
+
+    def format_prediction(self, prediction, text: str) -> str:
+        """`label<TAB>probability<TAB>text`, or `score<TAB>text` for regression."""
+        if "score" in prediction:
+            return f"{prediction['score']:.4f}\t{text}"
+        p = prediction["probabilities"][prediction["label"]]
+        return f"{prediction['label']}\t{p:.4f}\t{text}"
+
     # reading -------------------------------------------------------------------------
     def read(self, path: str, **options) -> list[TextExample]:
-        _check_options(options)
-        kwargs = {key: options[key] for key in READ_OPTIONS if key in options}
+        self.check_options(options)
+        kwargs = {key: options[key] for key in self.read_option_names if key in options}
         return read_text_examples(path, **kwargs)
 
     def examples_from_texts(self, texts: Sequence[str],
@@ -172,7 +184,7 @@ class ClassificationTask(Task):
 
     def make_spec(self, train_examples: Sequence[TextExample], seq_len: int,
                   **options) -> TaskSpec:
-        _check_options(options)
+        self.check_options(options)
         if not train_examples:
             raise ValueError("no training examples")
         self._metric = _check_metric(options.get("metric") or self._metric)
@@ -316,7 +328,7 @@ class ClassificationTask(Task):
     def evaluate(self, examples: Sequence[TextExample], predictions: Sequence[dict],
                  spec: TaskSpec) -> dict[str, float]:
         """accuracy, f1, macro_f1, matthews_corrcoef (classification) or pearson,
-        spearman, mse (regression); see kbert.tasks.classification_metrics."""
+        spearman, mse (regression); see kbert.tasks.classification.metrics."""
         if len(examples) != len(predictions):
             raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
         if spec.task == "regression":  # float64 golds: 3.2, not float32's 3.2000000477
@@ -357,13 +369,6 @@ class ClassificationTask(Task):
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-def _check_options(options: dict) -> None:
-    unknown = sorted(set(options) - set(READ_OPTIONS) - set(SPEC_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for `classify`; known: "
-                         f"{sorted(READ_OPTIONS + SPEC_OPTIONS)}")
-
 
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:

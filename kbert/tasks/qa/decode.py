@@ -35,7 +35,7 @@ def decode_spans(spec: TaskSpec, start_logits: tf.Tensor, end_logits: tf.Tensor,
     Args:
         spec: a qa TaskSpec (n_best, max_answer_length, null_score_threshold).
         start_logits, end_logits: float [N, T], the model's outputs on the windows.
-        windows: from `kbert.tasks.qa_windows.qa_windows` (window_example,
+        windows: from `kbert.tasks.qa.windows.qa_windows` (window_example,
             context_index, start_byte, end_byte, max_context).
         num_examples: int32 scalar, B.
 

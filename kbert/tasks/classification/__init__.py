@@ -1,0 +1,41 @@
+"""Sequence and sentence-pair classification, and regression: `kbert finetune classify`.
+
+This package's `__init__` is the task's card and options (no TensorFlow); the task itself
+is `task.ClassificationTask`, its metrics `metrics`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kbert.tasks.card import TaskCard, option
+from kbert.tasks.registry import register_card
+
+METRICS = ("accuracy", "f1", "macro_f1", "matthews_corrcoef")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationOptions:
+    """`kbert finetune classify` options (and the keys `read` / `make_spec` accept)."""
+
+    text_column: str | None = option(
+        "column / field of the text (default text; a number = 0-based field of a "
+        "header-less TSV/CSV)", read=True)
+    pair_column: str | None = option("column of the second text of a pair", read=True)
+    label_column: str | None = option("column of the label (default label)", read=True)
+    regression: bool = option("predict one number (MSE; picks the best epoch by Pearson)",
+                              type=bool, default=False)
+    metric: str | None = option("eval metric that picks the best epoch (default accuracy)",
+                                choices=METRICS)
+    doc_stride: int | None = option("tokens between windows of long texts (default T - 2)",
+                                    type=int)
+    truncation: str | None = option("how pairs are cut to T (default longest_first)",
+                                    choices=("longest_first", "waterfall"))
+
+
+CARD = register_card(TaskCard(
+    command="classify", kinds=("classification", "regression"), head_name="classifier",
+    implementation="kbert.tasks.classification.task:ClassificationTask",
+    options=ClassificationOptions,
+    aliases={"classification": {}, "regression": {"regression": True}},
+    help="single-text / pair classification or regression"))

@@ -1,0 +1,111 @@
+"""`PretrainingSettings` and `FinetuneSettings`: one run each, as frozen dataclasses whose
+fields are the `kbert pretrain` / `kbert finetune` flags (each default and help text
+written once, here).
+
+No TensorFlow here: the command line builds its flags from these fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+
+def _setting(help: str, default: Any = dataclasses.MISSING, metavar: str | None = None,
+             choices: Sequence[str] | None = None, type: Any = None, nargs: str | None = None):
+    """A settings field and its command-line flag (`kbert.cli.flags`)."""
+    metadata = {"help": help, "metavar": metavar,
+                "choices": tuple(choices) if choices else None, "nargs": nargs}
+    if type is not None:
+        metadata["type"] = type
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+STRATEGIES = ("auto", "tpu", "multi_worker", "mirrored", "one_device", "default")
+TRAINING_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingSettings:
+    """What a pre-training run is; saved as run_config.json (field names are the CLI
+    flags). A re-run with the same `out` resumes, and must not change `FIXED_ON_RESUME`."""
+
+    corpus: tuple[str, ...] = _setting(
+        "text files or globs (or .tfrecord shards of tokenized documents)", metavar="FILES",
+        nargs="+")
+    out: str = _setting("the run directory", metavar="RUN_DIR")
+    vocab: str | None = _setting("vocab.txt (e.g. from `kbert vocab`)", default=None)
+    preset: str = _setting("tiny, mini, small, medium, base, large", default="mini")
+    init: str | None = _setting("continue from a kbert model directory", default=None,
+                                metavar="MODEL_DIR")
+    cased: bool = _setting("cased vocabulary (no lower-casing)", default=False)
+    seq_len: int = _setting("T, the packed sequence length", default=128)
+    max_predictions: int = _setting("masked positions predicted per sequence (P)",
+                                    default=20)
+    batch_size: int = _setting("global batch size", default=32)
+    steps: int = _setting("optimizer steps in total", default=10_000)
+    learning_rate: float = _setting("peak learning rate", default=1e-4)
+    warmup_steps: int | None = _setting("linear warm-up steps (default: 10%% of --steps)",
+                                        default=None, type=int)
+    optimizer: str = _setting("adamw, or lamb (large batches)", default="adamw",
+                              choices=("adamw", "lamb"))
+    weight_decay: float = _setting("decoupled weight decay", default=0.01)
+    gradient_accumulation: int | None = _setting("apply gradients every N batches",
+                                                 default=None, metavar="N", type=int)
+    whole_word_masking: bool = _setting("mask every piece of a chosen word", default=False)
+    checkpoint_every: int = _setting("steps between checkpoints", default=500,
+                                     metavar="STEPS")
+    log_every: int = _setting("steps between metrics.jsonl lines", default=10,
+                              metavar="STEPS")
+    strategy: str = _setting("tf.distribute strategy", default="auto", choices=STRATEGIES)
+    precision: str = _setting("compute precision", default="auto",
+                              choices=TRAINING_PRECISIONS)
+    jit_compile: bool = _setting("XLA-compile the train step", default=False)
+    steps_per_execution: int = _setting("train steps per tf.function call", default=1)
+    seed: int | None = _setting("seeds data order, masking and initialisation",
+                                default=None, type=int)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """One fine-tuning run (field names are the CLI flags).
+
+    Attributes:
+        model: any kbert model directory (pre-trained or converted) to start from.
+        train: the training file; eval: the evaluation file (None: keep the last epoch).
+        out: the run directory (see the module docstring).
+        seq_len: T, the packed sequence length.
+        epochs, batch_size, learning_rate, warmup_fraction, weight_decay: the recipe.
+        seed: seeds Python, numpy, TF and Keras (same data, same machine: same run).
+        precision: "float32", "mixed_bfloat16", "mixed_float16" or "auto".
+        overwrite: replace an existing `out` (otherwise an error before any work).
+        options: task options (column names, regression, doc_stride, ...) passed to
+            `Task.read` and `Task.make_spec`.
+        jit_compile: XLA-compile the train step.
+    """
+
+    model: str = _setting("kbert model directory to start from (pre-trained or converted)",
+                          metavar="MODEL_DIR")
+    train: str = _setting("the labelled training file", metavar="FILE")
+    out: str = _setting("the run directory to write", metavar="DIR")
+    eval: str | None = _setting("scored after every epoch; picks the best", default=None,
+                                metavar="FILE")
+    seq_len: int = _setting("T, the packed sequence length (default: the task's, 128; qa "
+                            "384)", default=128)
+    epochs: int = _setting("passes over the training data", default=3)
+    batch_size: int = _setting("examples (windows) per step", default=32)
+    learning_rate: float = _setting("peak learning rate of AdamW", default=3e-5)
+    warmup_fraction: float = _setting("share of the steps with a linear warm-up",
+                                      default=0.1)
+    weight_decay: float = _setting("AdamW's decoupled weight decay", default=0.01)
+    seed: int = _setting("seeds shuffling, dropout and the head", default=0)
+    precision: str = _setting("compute precision", default="float32",
+                              choices=TRAINING_PRECISIONS)
+    overwrite: bool = _setting("replace DIR if it exists", default=False)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    jit_compile: bool = _setting("XLA-compile the train step", default=False)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["options"] = dict(self.options)
+        return d
