@@ -5,7 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+from helpers.paths import FIXTURES  # noqa: E402  (after the environment is set)
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import pytest
 
 import nbclient
 import nbformat
+from helpers.paths import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO  # the repository root
 NOTEBOOKS = ("pretraining", "finetuning", "export_and_serve")
 
 

@@ -35,10 +35,10 @@ from tensorflow_serving.config import model_server_config_pb2
 import kbert
 from kbert.export.graph import (DEFAULT_SEQ_LEN, KINDS, PRECISIONS, ServingGraph,
                                 ServingModule, build_serving_graph)
-from kbert.export.layout import (INFO_FILE, MODELS_CONFIG, SIGNATURES, WARMUP_FILE,
+from kbert.export.layout import (INFO_FILE, MODELS_CONFIG, SIGNATURES, TFLITE_FILE, WARMUP_FILE,
                                  versions)
 from kbert.export.settings import ExportSettings
-from kbert.export.tflite import TFLITE_FILE, check_tflite_options, write_module_tflite
+from kbert.export.tflite import check_tflite_options, write_module_tflite
 from kbert.io.atomic import atomic_directory
 from kbert.tasks.task_dir import read_task_spec
 

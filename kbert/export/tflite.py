@@ -44,7 +44,7 @@ import tensorflow_text  # noqa: F401  registers the tokenizer ops a SavedModel l
 from ai_edge_litert import schema_py_generated as schema
 
 from kbert.export.graph import ServingModule, build_serving_graph
-from kbert.export.layout import INFO_FILE, TFLITE_FILE
+from kbert.export.layout import INFO_FILE
 from kbert.export.settings import QUANTIZATIONS
 from kbert.io.model_dir import is_model_dir
 

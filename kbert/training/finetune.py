@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf

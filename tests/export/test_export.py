@@ -13,6 +13,7 @@ import tensorflow as tf
 from kbert.config import BertConfig
 from kbert.export import EXPECTED_CUSTOM_OPS, MissingOpError, custom_ops, inspect_saved_model, load
 from kbert.export.saved_model import WARMUP_FILE, export_saved_model
+from helpers.paths import REPO
 
 VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "the", "a", "is", "of",
           "capital", "france", "paris", "i", "this", "like", "day", "nice", "lot", "weather",
@@ -21,7 +22,6 @@ CONFIG = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), max_sequence
                                 num_layers=1)
 MASKED = ["The capital of France is [MASK].", "I [MASK] this [MASK] a lot!", "[MASK]",
           "no mask here"]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

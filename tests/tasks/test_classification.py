@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune_helpers import VOCAB, tiny_model_dir
+from helpers.finetune import VOCAB, tiny_model_dir
 from kbert.data.readers import TextExample
 from kbert.tasks.classification.task import ClassificationTask, average_windows, windows
 from kbert.tasks.spec import TaskSpec

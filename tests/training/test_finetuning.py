@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from finetune_helpers import keyword_rows, keyword_task_files, settings_kwargs, write_tsv
+from helpers.finetune import keyword_rows, keyword_task_files, settings_kwargs, write_tsv
 from kbert.training.finetune import FinetuneSettings, evaluate, finetune, json_safe, predict
 from kbert.tasks.classification.task import ClassificationTask
 from kbert.tasks.registry import get_task

@@ -5,10 +5,11 @@ import os
 import sys
 
 import pytest
+from helpers.paths import FIXTURES, REPO
 
 pytestmark = pytest.mark.slow
 
-SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
+SCRIPTS = os.path.join(REPO, "scripts")
 
 
 def test_minilm_matches_transformers():
@@ -37,7 +38,7 @@ def test_exported_hf_directories_load_in_transformers(tmp_path):
 
     from kbert.convert import convert
 
-    fixtures = os.path.join(os.path.dirname(__file__), "fixtures")
+    fixtures = os.path.join(FIXTURES)
     reference = np.load(os.path.join(fixtures, "tiny_reference.npz"))
     convert(os.path.join(fixtures, "tf1_tiny"), tmp_path / "hf", to="hf")
     model, info = transformers.BertForPreTraining.from_pretrained(

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from kbert.data import tfrecords
 from kbert.data.pretraining import pretraining_dataset, random_token_range
-from test_nsp import numeric_tokenize, write_corpus
+from helpers.corpus import numeric_tokenize, write_corpus
 
 OFFSET = 10  # numeric token n gets id n + OFFSET, after the special tokens
 

@@ -3,8 +3,8 @@
 import json
 import os
 
-from finetune_helpers import tiny_model_dir
-from test_qa import _learnable_examples
+from helpers.finetune import tiny_model_dir
+from helpers.qa import learnable_examples as _learnable_examples
 
 from kbert import cli
 from kbert.training.finetune import predict

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune_helpers import keyword_rows, tiny_model_dir
+from helpers.finetune import keyword_rows, tiny_model_dir
 from kbert.cli import build_parser
 from kbert.data.readers import read_text_examples
 from kbert.export import export_saved_model, load

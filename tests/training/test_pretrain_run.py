@@ -15,8 +15,9 @@ import tensorflow as tf
 
 from kbert.training.checkpointing import TrainingCheckpoint
 from kbert.errors import TrainingDiverged
+from helpers.paths import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO  # the repository root
 WORDS = [f"w{i}" for i in range(40)]
 
 

@@ -15,7 +15,9 @@ import kbert
 from kbert.text import Tokenizer, darts
 from kbert.text.normalizer import normalize_char, normalizer_model
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+from helpers.graphs import op_types as _op_types
+from helpers.paths import FIXTURES
+
 VOCAB = os.path.join(FIXTURES, "tokenizer", "vocab.txt")
 with open(os.path.join(FIXTURES, "tokenizer", "cases.json"), encoding="utf-8") as f:
     CASES = json.load(f)["cases"]
@@ -184,14 +186,6 @@ def test_darts_trie_round_trip():
     assert all(darts.lookup(trie, key) == value for key, value in keys.items())
     misses = [bytes(rng.randrange(1, 256) for _ in range(3)) for _ in range(3000)]
     assert all(darts.lookup(trie, key) is None for key in misses if key not in keys)
-
-
-def _op_types(concrete_function) -> set[str]:
-    graph_def = concrete_function.graph.as_graph_def()
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:  # cond branches and other nested graphs
-        ops |= {node.op for node in function.node_def}
-    return ops
 
 
 def test_traced_graph_uses_only_the_two_tf_text_ops(uncased):

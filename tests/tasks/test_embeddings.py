@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune_helpers import tiny_model_dir
+from helpers.finetune import tiny_model_dir
 from kbert import cli
 from kbert.io.model_dir import read_checkpoint
 from kbert.models.encoder import load_model

@@ -24,8 +24,9 @@ from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
 from kbert.text import Tokenizer
 from kbert.text.packer import pack
+from helpers.paths import FIXTURES
 
-VOCAB = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer", "vocab.txt")
+VOCAB = os.path.join(FIXTURES, "tokenizer", "vocab.txt")
 SEQ_LEN = 24
 LABELS = ("no", "yes", "maybe")
 TEXTS = ["Héllo naïve café!", "東京 is big", "", "   ",

@@ -1,6 +1,6 @@
 """Several workers really work: `model.fit` under MultiWorkerMirroredStrategy.
 
-Two worker processes on 127.0.0.1 (tests/multiworker_train.py, TF_CONFIG per process)
+Two worker processes on 127.0.0.1 (tests/helpers/multiworker_train.py, TF_CONFIG per process)
 train a tiny BertPretrainer; they must end with identical weights and log the losses of
 a single process fed the same global batches. A second test checks that Keras still
 breaks without each half of kbert's workaround, so we notice when upstream fixes it.
@@ -18,9 +18,10 @@ import pytest
 import tensorflow as tf
 
 from kbert.training import distribute
+from helpers.paths import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HELPER = os.path.join(ROOT, "tests", "multiworker_train.py")
+ROOT = REPO  # the repository root
+HELPER = os.path.join(ROOT, "tests", "helpers", "multiworker_train.py")
 PROCESS_TIMEOUT_S = 90
 
 

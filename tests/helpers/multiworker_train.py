@@ -5,7 +5,7 @@ seeded batches and writes, under --out, `result_<task>.json` (per-step loss) and
 `weights_<task>.npz`. Run it with TF_CONFIG set for one worker of a cluster, or without
 TF_CONFIG for the single-process reference; both see the same global batches.
 
-    python tests/multiworker_train.py --out DIR [--steps 3] [--global-batch 8]
+    python tests/helpers/multiworker_train.py --out DIR [--steps 3] [--global-batch 8]
                                       [--patch all|none|symbolic_build|reduce]
                                       [--input dataset|function]
 
@@ -21,7 +21,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script: the repository (three levels up) goes first on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 SEQ_LEN, PREDICTIONS, REAL_PREDICTIONS, VOCAB = 16, 5, 3, 200
 

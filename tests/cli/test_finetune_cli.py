@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from finetune_helpers import keyword_task_files, settings_kwargs
+from helpers.finetune import keyword_task_files, settings_kwargs
 from kbert import cli
 from kbert.training.finetune import FinetuneSettings, finetune
 from kbert.tasks.registry import get_task

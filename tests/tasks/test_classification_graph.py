@@ -7,14 +7,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from finetune_helpers import tiny_model_dir
+from helpers.finetune import tiny_model_dir
 from kbert.tasks.classification.task import ClassificationTask
 from kbert.tasks.embeddings import embedding_serving_outputs
 from kbert.tasks.spec import TaskSpec
 from kbert.tasks.task_dir import load_task_model
 from kbert.models.encoder import load_model
 from kbert.text import Tokenizer
-from test_tokenizer import _op_types
+from helpers.graphs import op_types as _op_types
 
 TEXTS = ["w1 good w2", " ".join(f"w{i % 40}" for i in range(30)), "bad"]
 

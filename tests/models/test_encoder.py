@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from kbert.config import BertConfig
 from kbert.models.encoder import build_encoder
+from helpers.paths import FIXTURES
 
 SMALL = BertConfig(vocabulary_size=200, num_layers=2, num_heads=4, hidden_dim=32,
                    intermediate_dim=64, max_sequence_length=64)
@@ -235,7 +236,7 @@ def test_model_written_before_the_redesign_loads_and_answers_the_same():
     from kbert.models.encoder import load_model
     from kbert.models.pretrainer import load_pretrainer
 
-    root = os.path.join(os.path.dirname(__file__), "fixtures", "pre_redesign")
+    root = os.path.join(FIXTURES, "pre_redesign")
     expected = np.load(os.path.join(root, "expected.npz"))
     x = {k: expected[k] for k in ("token_ids", "segment_ids", "padding_mask")}
     model = load_model(os.path.join(root, "model"))

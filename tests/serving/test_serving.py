@@ -21,7 +21,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from kbert.serving import PredictionClient, RestClient, ServingError
 from kbert.serving.client import to_array
 from kbert.serving.server import ModelServer
-from serving_models import LABELS, save_classifier
+from helpers.serving_models import LABELS, save_classifier
+from helpers.paths import REPO
 
 TEXTS = ["w1 w2 w3", "", "   \t ", "W4 w5, w6!", "naïve w7 " * 30]
 OK = grpc.StatusCode.OK
@@ -327,7 +328,7 @@ def test_serves_a_kbert_export(tmp_path, caplog, capsys):
     from kbert.export import export_saved_model
     from kbert.models.encoder import build_encoder
     from kbert.tasks import TaskSpec, build_task_model, save_task_model
-    from serving_models import VOCAB
+    from helpers.serving_models import VOCAB
 
     config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
                                     max_sequence_length=32)
@@ -435,7 +436,7 @@ def test_cli_serve_and_sigterm(root):
     import subprocess
     import sys
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = REPO
     process = subprocess.Popen(
         [sys.executable, "-m", "kbert.cli", "serve", str(root), "--port", "0",
          "--rest-port", "0", "--poll-seconds", "0"], cwd=repo, stdout=subprocess.PIPE,

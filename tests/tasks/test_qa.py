@@ -17,9 +17,8 @@ from kbert.tasks.qa.windows import answer_labels, qa_windows
 from kbert.tasks.qa.squad_metrics import exact_match, f1, normalize_answer, squad_scores
 from kbert.text.tokenizer import Tokenizer
 
-WORDS = [f"w{i}" for i in range(40)]
-VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghij")
-         + ["?", ".", "el", "vio", "東", "京", "y", "cafe", "!", "where"] + WORDS)
+from helpers.qa import VOCAB, learnable_examples
+
 
 
 @pytest.fixture(scope="module")
@@ -306,29 +305,11 @@ def test_answers_end_at_their_last_visible_character(tokenizer, dropped):
 
 # -- the task: training and serving -----------------------------------------------------------
 
-def _learnable_examples(n, seed):
-    """Answers always run from "w1" to "w2" (0-2 words between) in a context of 30
-    other words: learnable from the tokens alone by a 1-layer model."""
-    from kbert.data.squad import SquadAnswer, SquadExample
-    rng = np.random.default_rng(seed)
-    examples = []
-    for i in range(n):
-        words = [f"w{j}" for j in rng.integers(3, 40, 30)]
-        at, gap = int(rng.integers(0, 26)), int(rng.integers(0, 3))
-        answer = ["w1"] + [f"w{j}" for j in rng.integers(3, 40, gap)] + ["w2"]
-        words[at:at] = answer
-        context = " ".join(words)
-        text = " ".join(answer)
-        examples.append(SquadExample(f"q{i}", "where", context,
-                                     (SquadAnswer(text, context.index(text)),)))
-    return examples
-
-
 def test_tiny_qa_trains_and_serving_matches_predict(tokenizer, tmp_path):
     import keras
 
     task = QATask()
-    train, evaluation = _learnable_examples(160, 0), _learnable_examples(20, 1)
+    train, evaluation = learnable_examples(160, 0), learnable_examples(20, 1)
     spec = task.make_spec(train, seq_len=24, doc_stride=8, max_query_length=4)
     assert spec.null_score_threshold is None and spec.seq_len == 24
     keras.utils.set_random_seed(0)

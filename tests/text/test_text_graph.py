@@ -13,9 +13,10 @@ import tensorflow_text as tf_text
 
 import kbert
 from kbert.text.packer import pack
-from test_tokenizer import _op_types
+from helpers.graphs import op_types as _op_types
+from helpers.paths import FIXTURES
 
-VOCAB = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer", "vocab.txt")
+VOCAB = os.path.join(FIXTURES, "tokenizer", "vocab.txt")
 
 
 class TextToInputs(tf.Module):

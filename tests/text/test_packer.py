@@ -7,10 +7,12 @@ import pytest
 import tensorflow as tf
 
 from kbert.text import packer
+from helpers.graphs import op_types as _op_types
+from helpers.paths import FIXTURES
 
 CLS, SEP, PAD = 101, 102, 0
 IDS = dict(cls_id=CLS, sep_id=SEP, pad_id=PAD)
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "truncation_reference.npz")
+FIXTURE = os.path.join(FIXTURES, "truncation_reference.npz")
 RAGGED = tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1)
 
 
@@ -182,14 +184,6 @@ def test_mismatched_batch_sizes_give_a_clear_error():
         assert "`first` and `second` must have the same batch size" in message
         assert f"[3] [rows, `second` has] [{other.nrows()}]" in message
     assert packed(a, a)["token_ids"].shape == (3, 8)
-
-
-def _op_types(concrete_function):
-    graph_def = concrete_function.graph.as_graph_def()
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:
-        ops |= {node.op for node in function.node_def}
-    return ops
 
 
 def test_traced_graph_uses_only_core_tf_ops():

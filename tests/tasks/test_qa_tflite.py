@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text
 
-from test_qa import VOCAB
+from helpers.qa import VOCAB
 
 from kbert.tasks import TaskSpec
 from kbert.tasks.qa.decode import decode_spans
