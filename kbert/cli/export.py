@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from kbert.cli.flags import add_field_flags
+from kbert.cli.flags import add_field_flags, command
 from kbert.export.settings import ExportSettings
 
 
 def _export(args: argparse.Namespace) -> None:
+    """Writes OUT/NAME/VERSION (TF Serving's layout; the version appears atomically)
+    with signatures serving_default (strings in, results out), tokenize and encode, a
+    warm-up file, and updates OUT/models.config."""
     # lazy: the exporter imports TensorFlow, tensorflow-text and every task
     from kbert.export.saved_model import export_saved_model
 
@@ -24,6 +27,9 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
+    """Shows a SavedModel's signatures (inputs, outputs, dtypes, shapes), the ops
+    outside core TensorFlow in its graph, and its variable bytes. PATH is a version
+    directory or a model directory (latest version)."""
     # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.export.inspect import MissingOpError, format_inspection, inspect_saved_model, load
 
@@ -38,21 +44,13 @@ def _inspect(args: argparse.Namespace) -> None:
 
 def add_parsers(commands) -> None:
     """Adds `export` and `inspect` to kbert's sub-command parsers."""
-    p = commands.add_parser(
-        "export", help="export a model directory as a string-in SavedModel for TF Serving",
-        description="Writes OUT/NAME/VERSION (TF Serving's layout; the version appears "
-                    "atomically) with signatures serving_default (strings in, results out), "
-                    "tokenize and encode, a warm-up file, and updates OUT/models.config.")
+    p = command(commands, "export", _export,
+                help="export a model directory as a string-in SavedModel for TF Serving")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     add_field_flags(p, ExportSettings)
-    p.set_defaults(run=_export)
 
-    p = commands.add_parser(
-        "inspect", help="signatures and custom ops of an exported SavedModel",
-        description="Shows a SavedModel's signatures (inputs, outputs, dtypes, shapes), "
-                    "the ops outside core TensorFlow in its graph, and its variable bytes. "
-                    "PATH is a version directory or a model directory (latest version).")
+    p = command(commands, "inspect", _inspect,
+                help="signatures and custom ops of an exported SavedModel")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--load", action="store_true",
                    help="also load it as kbert.export.load does (checks the ops resolve)")
-    p.set_defaults(run=_inspect)

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from kbert.cli.flags import add_field_flags, flag_name, given_values, key_values
+from kbert.cli.flags import add_field_flags, command, flag_name, given_values, key_values
 from kbert.tasks.registry import task_cards
 from kbert.training.settings import FinetuneSettings
 
@@ -34,12 +34,8 @@ def add_parsers(commands) -> None:
 def _add_finetune(commands) -> None:
     """`kbert finetune TASK`: one sub-command per registered task, its flags made from
     `FinetuneSettings` (the run) and the task's `Options`."""
-    p = commands.add_parser(
-        "finetune", help="fine-tune a model directory on a task (classify, tag, qa)",
-        description="Fine-tunes MODEL_DIR on a labelled file with BERT's recipe (AdamW, "
-                    "10%% warm-up then linear decay, clipping at 1.0), evaluates after "
-                    "every epoch and writes OUT/model (the best epoch), OUT/metrics.json "
-                    "and OUT/predictions.jsonl.")
+    p = command(commands, "finetune", _finetune,
+                help="fine-tune a model directory on a task (classify, tag, qa)")
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("run")
@@ -63,6 +59,9 @@ def _task_options(args: argparse.Namespace) -> dict:
 
 
 def _finetune(args: argparse.Namespace) -> None:
+    """Fine-tunes MODEL_DIR on a labelled file with BERT's recipe (AdamW, 10 per cent
+    warm-up then linear decay, clipping at 1.0), evaluates after every epoch and writes
+    OUT/model (the best epoch), OUT/metrics.json and OUT/predictions.jsonl."""
     # lazy: the run imports TensorFlow; `kbert --help` and the other commands must not
     from kbert.tasks.registry import get_task
     from kbert.training.finetune import finetune
@@ -83,12 +82,8 @@ def _finetune(args: argparse.Namespace) -> None:
 # -- evaluate -------------------------------------------------------------------------------
 
 def _add_evaluate(commands) -> None:
-    p = commands.add_parser(
-        "evaluate", help="score a fine-tuned model directory on a labelled file",
-        description="Predicts FILE with the fine-tuned model DIR, prints the task's metrics "
-                    "and writes them as JSON (default: eval_<FILE name>.json next to DIR). "
-                    "FILE is read with the column names / format the training file was "
-                    "read with (saved in DIR/task.json) unless given here.")
+    p = command(commands, "evaluate", _evaluate,
+                help="score a fine-tuned model directory on a labelled file")
     p.add_argument("model_dir", metavar="DIR")
     p.add_argument("--data", required=True, metavar="FILE")
     p.add_argument("--out", metavar="FILE.json")
@@ -97,7 +92,6 @@ def _add_evaluate(commands) -> None:
         p.add_argument(flag_name(name), help=help_text)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a reading option of the task; repeatable")
-    p.set_defaults(run=_evaluate)
 
 
 def _read_flags() -> dict[str, str]:
@@ -113,6 +107,10 @@ def _read_flags() -> dict[str, str]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    """Predicts FILE with the fine-tuned model DIR, prints the task's metrics and writes
+    them as JSON (default: eval_<FILE name>.json next to DIR). FILE is read with the
+    column names / format the training file was read with (saved in DIR/task.json)
+    unless given here."""
     # lazy: TensorFlow
     from kbert.training.finetune import evaluate, json_safe
 
@@ -136,11 +134,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 # -- predict --------------------------------------------------------------------------------
 
 def _add_predict(commands) -> None:
-    p = commands.add_parser(
-        "predict", help="a quick look at a fine-tuned model's predictions",
-        description="kbert predict DIR TEXT... runs a fine-tuned model directory; "
-                    "kbert predict --server HOST:PORT --model NAME TEXT... asks a model "
-                    "server (TF Serving or `kbert serve`) instead.")
+    p = command(commands, "predict", _predict,
+                help="a quick look at a fine-tuned model's predictions")
     p.add_argument("args", nargs="+", metavar="[DIR] TEXT",
                    help="the model directory (not with --server), then the texts")
     p.add_argument("--pair", nargs="+", metavar="TEXT",
@@ -149,10 +144,12 @@ def _add_predict(commands) -> None:
     p.add_argument("--model", dest="model_name", metavar="NAME",
                    help="model name on the server")
     p.add_argument("--batch-size", type=int, default=32)
-    p.set_defaults(run=_predict)
 
 
 def _predict(args: argparse.Namespace) -> None:
+    """kbert predict DIR TEXT... runs a fine-tuned model directory; kbert predict
+    --server HOST:PORT --model NAME TEXT... asks a model server (TF Serving or `kbert
+    serve`) instead."""
     if args.server:
         if not args.model_name:
             raise ValueError("--server needs --model NAME")
@@ -230,11 +227,8 @@ def _jsonable(value):
 # -- embed ----------------------------------------------------------------------------------
 
 def _add_embed(commands) -> None:
-    p = commands.add_parser(
-        "embed", help="text embeddings from any model directory",
-        description="Embeds texts with MODEL_DIR's encoder: [CLS] vector, pooled output or "
-                    "mean over real tokens, of the last layer, --layer N or the last four "
-                    "layers concatenated; optionally L2-normalised. Writes .npy or .jsonl.")
+    p = command(commands, "embed", _embed,
+                help="text embeddings from any model directory")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("--input", nargs="+", required=True, metavar="FILE|TEXT",
                    help="texts, or files: .txt one text per line; .tsv/.csv/.jsonl with "
@@ -251,7 +245,6 @@ def _add_embed(commands) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", metavar="FILE.npy|FILE.jsonl",
                    help="where to write (default: print a summary)")
-    p.set_defaults(run=_embed)
 
 
 def embed_inputs(values, text_column: str = "text") -> list[str]:
@@ -274,6 +267,9 @@ def embed_inputs(values, text_column: str = "text") -> list[str]:
 
 
 def _embed(args: argparse.Namespace) -> None:
+    """Embeds texts with MODEL_DIR's encoder: [CLS] vector, pooled output or mean over
+    real tokens, of the last layer, --layer N or the last four layers concatenated;
+    optionally L2-normalised. Writes .npy or .jsonl."""
     # lazy: TensorFlow
     from kbert.tasks.embeddings import embed
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 from typing import Any, Iterable
 
 # Python type names as they appear in annotations (under `from __future__ import
 # annotations` they are strings), for fields whose metadata gives no type.
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def command(commands, name: str, run, help: str) -> argparse.ArgumentParser:
+    """Adds sub-command `name` to `commands`: `help` is its line in `kbert --help`, the
+    docstring of `run` (the handler, called with the parsed arguments) its description."""
+    parser = commands.add_parser(name, help=help,
+                                 description=inspect.cleandoc(run.__doc__ or help))
+    parser.set_defaults(run=run)
+    return parser
 
 
 def flag_name(field_name: str) -> str:

@@ -6,11 +6,14 @@ import argparse
 import dataclasses
 import sys
 
-from kbert.cli.flags import add_field_flags
+from kbert.cli.flags import add_field_flags, command
 from kbert.training.settings import PretrainingSettings
 
 
 def _pretrain(args: argparse.Namespace) -> None:
+    """Pre-trains BERT on text files in the original format (one sentence or paragraph
+    per line, a blank line between documents). Re-running the same command with the same
+    --out resumes from the last checkpoint."""
     # lazy: TensorFlow, and a multi-worker strategy must be built before any TF op
     from kbert.training.pretrain import pretrain
 
@@ -28,6 +31,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _fill_mask(args: argparse.Namespace) -> None:
+    """Shows the top predictions for each [MASK] in TEXTS."""
     # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.tasks.fill_mask import fill_mask
 
@@ -40,17 +44,12 @@ def _fill_mask(args: argparse.Namespace) -> None:
 
 def add_parsers(commands) -> None:
     """Adds `pretrain` and `fill-mask` to kbert's sub-command parsers."""
-    p = commands.add_parser(
-        "pretrain", help="pre-train BERT (masked LM + next sentence prediction)",
-        description="Pre-trains BERT on text files in the original format (one sentence or "
-                    "paragraph per line, a blank line between documents). Re-running the "
-                    "same command with the same --out resumes from the last checkpoint.")
+    p = command(commands, "pretrain", _pretrain,
+                help="pre-train BERT (masked LM + next sentence prediction)")
     add_field_flags(p, PretrainingSettings)
-    p.set_defaults(run=_pretrain)
 
-    p = commands.add_parser("fill-mask", help="a pre-trained model's guesses for [MASK]",
-                            description="Shows the top predictions for each [MASK] in TEXTS.")
+    p = command(commands, "fill-mask", _fill_mask,
+                help="a pre-trained model's guesses for [MASK]")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument("--top-k", type=int, default=5)
-    p.set_defaults(run=_fill_mask)

@@ -7,8 +7,13 @@ import argparse
 
 from kbert.serving.defaults import DEFAULT_MAX_MESSAGE_BYTES, GRPC_PORT, REST_PORT
 
+from kbert.cli.flags import command
+
 
 def _serve_command(args: argparse.Namespace) -> None:
+    """Serves ROOT/NAME/VERSION/ SavedModels (as `kbert export` writes them) with TF
+    Serving's PredictionService / ModelService gRPC API and its REST API: the latest
+    version of each NAME, new versions picked up while running."""
     from kbert.serving.server import ModelServer, serve  # lazy: gRPC and TensorFlow
 
     server = ModelServer(args.root, port=args.port,
@@ -27,12 +32,8 @@ def _serve_command(args: argparse.Namespace) -> None:
 
 def add_parsers(commands) -> None:
     """Adds `kbert serve` to the CLI's subcommands."""
-    p = commands.add_parser(
-        "serve", help="serve exported models over TF Serving's gRPC and REST APIs",
-        description="Serves ROOT/NAME/VERSION/ SavedModels (as `kbert export` writes them) "
-                    "with TF Serving's PredictionService / ModelService gRPC API and its "
-                    "REST API: the latest version of each NAME, new versions picked up "
-                    "while running.")
+    p = command(commands, "serve", _serve_command,
+                help="serve exported models over TF Serving's gRPC and REST APIs")
     p.add_argument("root", nargs="?", default="saved_models", metavar="ROOT",
                    help="model base directory (default: saved_models)")
     p.add_argument("--port", type=int, default=GRPC_PORT, help="gRPC port (0: any free port)")
@@ -47,4 +48,3 @@ def add_parsers(commands) -> None:
     p.add_argument("--threads", type=int, default=16, help="requests served at once")
     p.add_argument("--no-warmup", action="store_true",
                    help="do not replay assets.extra/tf_serving_warmup_requests")
-    p.set_defaults(run=_serve_command)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from kbert.cli.flags import command
+
 
 def _convert(args: argparse.Namespace) -> None:
+    """Converts SRC (a Hugging Face BERT directory, an original TF1 BERT checkpoint
+    directory or a kbert model directory, recognised from its files) into OUT."""
     # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.convert import convert
 
@@ -14,6 +18,9 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _vocab(args: argparse.Namespace) -> None:
+    """Learns a WordPiece vocab.txt from FILES (UTF-8 text, read line by line) with
+    tensorflow-text's learner, normalised as kbert.Tokenizer does. Ids 0-4 are [PAD]
+    [UNK] [CLS] [SEP] [MASK], then --unused [unusedN] tokens."""
     # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.text.vocab import build_vocab, write_vocab
 
@@ -27,24 +34,17 @@ def _vocab(args: argparse.Namespace) -> None:
 
 def add_parsers(commands) -> None:
     """Adds `convert` and `vocab` to kbert's sub-command parsers."""
-    p = commands.add_parser(
-        "convert", help="import a Hugging Face / TF1 checkpoint, or export to Hugging Face",
-        description="Converts SRC (a Hugging Face BERT directory, an original TF1 BERT "
-                    "checkpoint directory or a kbert model directory, recognised from its "
-                    "files) into OUT.")
+    p = command(commands, "convert", _convert,
+                help="import a Hugging Face / TF1 checkpoint, or export to Hugging Face")
     p.add_argument("src", metavar="SRC")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--to", choices=("kbert", "hf"), default="kbert",
                    help="layout of OUT (default: kbert model directory)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.set_defaults(run=_convert)
 
 
-    p = commands.add_parser(
-        "vocab", help="learn a WordPiece vocabulary from text files",
-        description="Learns a WordPiece vocab.txt from FILES (UTF-8 text, read line by line) "
-                    "with tensorflow-text's learner, normalised as kbert.Tokenizer does. Ids "
-                    "0-4 are [PAD] [UNK] [CLS] [SEP] [MASK], then --unused [unusedN] tokens.")
+    p = command(commands, "vocab", _vocab,
+                help="learn a WordPiece vocabulary from text files")
     p.add_argument("files", nargs="+", metavar="FILES")
     p.add_argument("--size", type=int, required=True,
                    help="largest vocabulary size, reserved tokens included (BERT: 30522)")
@@ -54,4 +54,3 @@ def add_parsers(commands) -> None:
     p.add_argument("--unused", type=int, default=0, help="[unusedN] tokens after [MASK]")
     p.add_argument("--min-count", type=int, default=10,
                    help="leave out pieces seen fewer times (single characters always stay)")
-    p.set_defaults(run=_vocab)

@@ -219,8 +219,7 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
             bfloat16 (Keras policy "bfloat16"; LayerNorm parameters and a task head
             declared float32 stay float32), outputs stay float32. A "mixed_bfloat16"
             model rounds its float32 weights to bfloat16 at every call; storing them
-            rounded once halves the export and saves those casts (base, batch 1: ~92 ->
-            ~61 ms) for the same products.
+            rounded once halves the export and saves those casts (docs/PERF_LAYERS.md).
         top_k: fill-mask: guesses per [MASK].
         pooling, normalize: embedding: "mean", "cls" or "pooled", and whether to
             L2-normalise (see kbert.tasks.embeddings; MiniLM-style sentence embeddings:

@@ -1,7 +1,7 @@
 """TF-graph forms of plain operations that TF's CPU kernels run faster.
 
 Private to `kbert.layers`: each helper computes exactly what its plain form computes
-(tests compare them); docs/PERF_SERVING.md has the measurements behind each one.
+(tests compare them); docs/PERF_LAYERS.md has the measurements behind each one.
 """
 
 import tensorflow as tf
@@ -9,7 +9,7 @@ import tensorflow as tf
 def static_size(x, axis: int):
     """x's size along `axis`: a Python int when the graph knows it statically (T and H in
     an export), else a scalar int32 tensor. Static sizes spare the shape ops that
-    `tf.shape` adds at every call, which at batch 1 are not free (base encoder: ~2 ms)."""
+    `tf.shape` adds at every call, which at batch 1 are not free."""
     static = x.shape[axis]
     return static if static is not None else tf.shape(x)[axis]
 
@@ -22,11 +22,9 @@ def transpose_bits(x, perm):
     """`tf.transpose(x, perm)` moving x's bits as integers (differentiable: the gradient is
     the inverse transpose).
 
-    TF's oneDNN graph rewrite turns a float `Transpose` into `_MklTranspose`: 48 head
-    splits / merges of [1, 128, 12, 64] took 4.8 ms that way against 1.2 ms with TF's own
-    kernel; integer transposes are not rewritten. Base encoder at batch 1: 88.0 -> 86.2 ms
-    (other work overlaps part of the saving). Same result bit for bit; at batch 32 both
-    kernels take the same time.
+    TF's oneDNN graph rewrite turns a float `Transpose` into `_MklTranspose`, several
+    times slower at batch 1; integer transposes are not rewritten. Same result bit for
+    bit.
     """
     as_int = _SAME_WIDTH_INT.get(x.dtype)
     if as_int is None:
@@ -46,7 +44,7 @@ def key_without_bias(key, bias):
 
     The bias adds q . b_k to every score of a query: a per-row shift that softmax ignores,
     so its true gradient is 0. Leaving it out saves a bias pass over the [B*T, H] keys
-    (the fused MatMul + BiasAdd is ~10% slower than the MatMul alone at batch 1). The
+    (the fused MatMul + BiasAdd is slower than the MatMul alone at batch 1). The
     identity keeps `bias` in the graph with that zero gradient, so a tape over an
     inference call gets zeros for it, not None.
 

@@ -47,7 +47,7 @@ class MaskedLMHead(keras.layers.Layer):
         x = self._intermediate_layer_norm(self._intermediate_dense(x))
         # x @ E^T as one MatMul with transpose_b: ReversibleEmbedding(reverse=True) writes
         # matmul(x, transpose(E)), which materialises the [V, H] transpose in the forward
-        # pass and again in the backward pass (~25 ms each on 2 cores for V=30522, H=256)
+        # pass and again in the backward pass (docs/PERF_LAYERS.md)
         # and gets its [V, H] gradient through another transpose. Same product, same values.
         embeddings = keras.ops.cast(self.token_embedding.embeddings, x.dtype)
         batch, predictions = tf.shape(x)[0], tf.shape(x)[1]

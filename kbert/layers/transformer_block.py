@@ -81,7 +81,7 @@ class TransformerBlock(keras.layers.Layer):
 
     Same function, variable names and shapes as keras-hub's `TransformerEncoder(
     normalize_first=False)` (tests compare the two), written with plain TF ops because the
-    CPU graph it gives is faster (base, T=128, 2 cores: 120 -> ~100 ms at batch 1):
+    CPU graph it gives is faster (docs/PERF_LAYERS.md):
     - every dense product is a 2-D `MatMul` followed by `BiasAdd`, which TF's oneDNN
       rewrite fuses into one kernel (with the exact-GELU in inference); keras-hub's
       einsum projections became `BatchMatMulV2` + `Add`, which are not fused;
@@ -97,8 +97,7 @@ class TransformerBlock(keras.layers.Layer):
     [CLS] and the masked positions in pre-training). They attend to all T positions as
     usual; the query, attention-output and feed-forward products run on k or P rows
     instead of T, and the result is [B, k or P, H], equal to those rows of the full
-    output (and so are the gradients). Base at T=128, [CLS] only: ~7% of the encoder's
-    work saved.
+    output (and so are the gradients).
     """
 
     def __init__(self, intermediate_dim, num_heads, dropout=0.0, activation="gelu",
@@ -157,8 +156,7 @@ class TransformerBlock(keras.layers.Layer):
             # The forward of gelu_exact without its custom gradient wrapper (and, in
             # bfloat16, without its float32 casts), which would hide the pattern from
             # oneDNN's MatMul + BiasAdd + GELU fusion; the fused kernel evaluates GELU on
-            # the float32 accumulator. Base encoder in bfloat16, batch 32: 28.1 -> 38.2
-            # seq/s; batch 1: 99 -> 94 ms.
+            # the float32 accumulator (docs/PERF_LAYERS.md).
             return 0.5 * h * (1.0 + tf.math.erf(h * 0.7071067811865476))
         return self.activation(h)
 

@@ -177,7 +177,7 @@ class BertEncoder(keras.Model):
         the layers, the position embedding is broadcast to [B, T, H] and grappler turns the
         three-way add into an accumulator with a temporary variable; here [T, H] positions
         are added by broadcasting, and BERT's two segment rows are picked by a select (a
-        gather of T rows from a 2-row table is dearer on CPU; docs/PERF_SERVING.md). Ids
+        gather of T rows from a 2-row table is dearer on CPU; docs/PERF_LAYERS.md). Ids
         are kbert's own (the packer's segment ids are 0 / 1), always in range, so Keras'
         wrap-around for negative ids is left out.
         """

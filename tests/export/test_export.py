@@ -189,6 +189,10 @@ def test_versions_models_config_and_atomic_failure(pretrained_dir, export, tmp_p
                                 base_path="/srv/models/")
     assert second == str(root / "tiny_pre" / "2")
     assert os.stat(second).st_mode & 0o755 == 0o755  # readable by a serving container
+    written = text_format.Parse((root / "models.config").read_text(),
+                                model_server_config_pb2.ModelServerConfig())
+    assert [(c.name, c.base_path) for c in written.model_config_list.config] == [
+        ("tiny_pre", "/srv/models/tiny_pre")]  # --base-path, its trailing "/" dropped
     shutil.copytree(root / "tiny_pre", root / "b")
     os.rename(root / "b" / "2", root / "b" / "10")
     os.makedirs(root / "no_versions" / "latest")
@@ -255,7 +259,6 @@ def _run_python(code, **env):
     return result.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.slow
 def test_fresh_process_loads_through_kbert(export):
     code = (f"import json, kbert.export as e, tensorflow as tf\n"
             f"m = e.load({export!r})\n"
@@ -266,7 +269,6 @@ def test_fresh_process_loads_through_kbert(export):
     np.testing.assert_allclose(got, want["top_probabilities"].numpy(), rtol=1e-6)
 
 
-@pytest.mark.slow
 def test_load_without_tf_text_gives_kbert_message(export):
     code = (f"import sys, kbert.export as e\n"
             f"try:\n    e.load({export!r})\n"

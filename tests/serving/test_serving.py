@@ -429,7 +429,6 @@ def test_format_outputs():
                                  "c", "  labels: neg", "  probabilities: [0.875, 0.125]"]
 
 
-@pytest.mark.slow
 def test_cli_serve_and_sigterm(root):
     """`kbert serve` in its own process: answers, then stops cleanly on SIGTERM."""
     import signal

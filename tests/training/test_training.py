@@ -59,6 +59,27 @@ def test_gradient_accumulation_applies_every_n_batches():
     assert np.all(kernel.numpy() < 2.0)
 
 
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_gradient_accumulation_step_equals_one_step_on_the_mean_gradient(name):
+    # Two accumulated batches move the weights exactly as one step on their mean gradient
+    # (a huge total_steps keeps the learning rate constant across the two counters).
+    rng = np.random.default_rng(0)
+    accumulated, direct = _dense_with_norm(), _dense_with_norm()
+    first = [tf.constant(rng.normal(size=v.shape), tf.float32)
+             for v in accumulated.trainable_variables]
+    second = [tf.constant(rng.normal(size=v.shape), tf.float32)
+              for v in accumulated.trainable_variables]
+    settings = dict(total_steps=10**9, warmup_steps=0, weight_decay=0.01, optimizer=name)
+    optimizer = create_optimizer(0.1, gradient_accumulation_steps=2, **settings)
+    optimizer.apply_gradients(zip(first, accumulated.trainable_variables))
+    optimizer.apply_gradients(zip(second, accumulated.trainable_variables))
+    create_optimizer(0.1, **settings).apply_gradients(
+        zip([(a + b) / 2 for a, b in zip(first, second)], direct.trainable_variables))
+    for a, b in zip(accumulated.trainable_variables, direct.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(direct.get_layer("dense").kernel.numpy(), 2.0)
+
+
 def test_precision_policy():
     try:
         assert set_precision("auto") == "float32"  # no GPU / TPU here
