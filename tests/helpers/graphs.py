@@ -1,4 +1,9 @@
-"""Op listing of traced graphs (for the op-set checks of exports and text ops)."""
+"""Traced graphs in tests: their op listing (for the op-set checks of exports and text ops)
+and a TFLite signature runner of one (builtins plus the tokenizer's custom ops)."""
+
+import pytest
+import tensorflow as tf
+import tensorflow_text as tf_text
 
 
 def op_types(concrete_function) -> set[str]:
@@ -7,3 +12,17 @@ def op_types(concrete_function) -> set[str]:
     for function in graph_def.library.function:  # cond branches and other nested graphs
         ops |= {node.op for node in function.node_def}
     return ops
+
+
+def tflite_runner(concrete_function, trackable):
+    """Converts `concrete_function` (variables held by `trackable`) with TFLite builtins
+    plus custom ops, and returns the interpreter's signature runner with tf-text's kernels
+    registered."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], trackable)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = True
+    interpreter_module = pytest.importorskip("tensorflow.lite.python.interpreter")
+    interpreter = interpreter_module.InterpreterWithCustomOps(
+        model_content=converter.convert(),
+        custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)
+    return interpreter.get_signature_runner()

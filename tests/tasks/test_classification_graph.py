@@ -5,7 +5,6 @@ TFLite builtins + those two custom ops with the same results."""
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from helpers.finetune import tiny_model_dir
 from kbert.tasks.classification.task import ClassificationTask
@@ -14,7 +13,7 @@ from kbert.tasks.spec import TaskSpec
 from kbert.tasks.task_dir import load_task_model
 from kbert.models.encoder import load_model
 from kbert.text import Tokenizer
-from helpers.graphs import op_types as _op_types
+from helpers.graphs import op_types as _op_types, tflite_runner
 
 TEXTS = ["w1 good w2", " ".join(f"w{i % 40}" for i in range(30)), "bad"]
 
@@ -39,15 +38,7 @@ def model_dir(tmp_path_factory):
 
 
 def _tflite(module):
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.serve.get_concrete_function()], module)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.allow_custom_ops = True
-    interpreter_module = pytest.importorskip("tensorflow.lite.python.interpreter")
-    interpreter = interpreter_module.InterpreterWithCustomOps(
-        model_content=converter.convert(),
-        custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)
-    return interpreter.get_signature_runner()
+    return tflite_runner(module.serve.get_concrete_function(), module)
 
 
 def test_classification_graph_ops_and_tflite(model_dir):

@@ -7,13 +7,11 @@ tf-text >= 2.12, which TF Serving >= 2.12 bundles, and both with TFLite kernels)
 import os
 
 import numpy as np
-import pytest
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 import kbert
 from kbert.text.packer import pack
-from helpers.graphs import op_types as _op_types
+from helpers.graphs import op_types as _op_types, tflite_runner
 from helpers.paths import FIXTURES
 
 VOCAB = os.path.join(FIXTURES, "tokenizer", "vocab.txt")
@@ -58,15 +56,7 @@ def test_text_graph_matches_piecewise_and_converts_to_tflite():
         second = real[len(first) + 2:-1]
         assert first == ids_a[:len(first)] and second == ids_b[:len(second)]
         assert len(first) + len(second) == min(13, len(ids_a) + len(ids_b))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.inputs.get_concrete_function()], module)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.allow_custom_ops = True
-    interpreter_module = pytest.importorskip("tensorflow.lite.python.interpreter")
-    interpreter = interpreter_module.InterpreterWithCustomOps(
-        model_content=converter.convert(),
-        custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)
-    out = interpreter.get_signature_runner()(text=np.array(TEXTS, dtype=object),
+    out = tflite_runner(module.inputs.get_concrete_function(), module)(text=np.array(TEXTS, dtype=object),
                                              text_pair=np.array(PAIRS, dtype=object))
     for key in ("token_ids", "segment_ids", "padding_mask"):
         np.testing.assert_array_equal(out[key], got[key].numpy(), err_msg=key)
