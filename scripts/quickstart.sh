@@ -63,7 +63,7 @@ step "8/8 the TFLite model on the same texts (ai-edge-litert interpreter + tf-te
 TFLITE=$(ls -d saved_models/quickstart_authors/*/ | sort -t/ -k3 -n | tail -1)model.tflite
 .venv/bin/python - "$TFLITE" "$TEXT1" "$TEXT2" <<'PY'
 import sys
-from kbert.export.tflite import TFLiteModel
+from kbert.serving.tflite_runtime import TFLiteModel
 model = TFLiteModel(sys.argv[1])
 out = model(text=sys.argv[2:])
 for text, label, p in zip(sys.argv[2:], out["labels"], out["probabilities"].max(axis=1)):
