@@ -163,7 +163,7 @@ def make_runner(system: str, paths: dict, seq_len: int, threads: int):
         serve = load(paths[system]).signatures["serving_default"]
         return lambda texts: serve(text=tf.constant(texts))["probabilities"].numpy()
     if system.startswith("tflite"):
-        from kbert.export.tflite import TFLiteModel
+        from kbert.serving.tflite_runtime import TFLiteModel
         model = TFLiteModel(paths[system], num_threads=threads)
         return lambda texts: model(text=texts)["probabilities"]
     from transformers import BertTokenizerFast

@@ -201,7 +201,7 @@ server.stop()'''),
     new_code_cell('''\
 # The TFLite file on the same texts (ai-edge-litert interpreter + tf-text's kernels; on
 # Android, register the same two custom ops).
-from kbert.export.tflite import TFLiteModel
+from kbert.serving.tflite_runtime import TFLiteModel
 lite = TFLiteModel(os.path.join(path, "model.tflite"))
 print([label.decode() for label in lite(text=texts)["labels"]])'''),
 ]
