@@ -1,7 +1,9 @@
 """`Task`: everything kbert needs from one fine-tuning task, in one class.
 
-One subclass per task module (classification.py, tagging.py, qa.py), registered with
-`kbert.tasks.registry.register_task`. The runner (`kbert.training.finetune`) owns the loop
+One subclass per task: kbert's own live in `classification/task.py`, `tagging/task.py` and
+`qa/task.py` and take their attributes from their package's card (registered with
+`kbert.tasks.registry.register_card`); a task defined elsewhere registers with
+`@kbert.tasks.registry.register_task`. The runner (`kbert.training.finetune`) owns the loop
 (optimizer, model.fit, eval each epoch, best checkpoint, metrics.json, predictions); a Task
 owns its options, its head, reading files, features, decoding, metrics and the serving
 graph that `kbert export` wraps.
