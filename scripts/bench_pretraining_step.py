@@ -8,9 +8,14 @@ a while after each op and, in one process, slowed the PyTorch loop run after the
 - kbert: `build_pretrainer` + BERT's AdamW, one `model.fit` train step (float32, and
   bfloat16 mixed precision), optionally XLA;
 - PyTorch: `BertForPreTraining` + `torch.optim.AdamW`, the MLM head applied only at the
-  masked positions (as kbert does), and as shipped (logits at every position).
+  masked positions (as kbert does) in float32 and under
+  `torch.autocast("cpu", dtype=torch.bfloat16)` (float32 weights and optimizer, bfloat16
+  matmuls: the counterpart of kbert's mixed_bfloat16), and as shipped (logits at every
+  position, float32).
 
-Prints sequences/s (median over rounds, after warm-up). Needs the `reference` extra.
+Prints sequences/s (median over rounds, after warm-up) and each contender's ratio to both
+PyTorch masked-position contenders: compare kbert float32 with "vs pt fp32" and kbert
+mixed_bfloat16 with "vs pt bf16" (equal precision). Needs the `reference` extra.
 
     python scripts/bench_pretraining_step.py --presets mini base
 """
@@ -82,7 +87,7 @@ class KbertStep:
 
 
 class TorchStep:
-    def __init__(self, config, batch, masked_only):
+    def __init__(self, config, batch, masked_only, autocast=False):
         import torch
         import transformers
 
@@ -102,11 +107,22 @@ class TorchStep:
         self.mask_ids = torch.from_numpy(y["mlm_logits"]).long()
         self.nsp = torch.from_numpy(y["nsp_logits"]).long()
         self.masked_only = masked_only
+        self.autocast = autocast
         self.torch = torch
 
     def step(self):
         torch = self.torch
         self.optimizer.zero_grad()
+        # Forward and loss under autocast, backward outside it (PyTorch's AMP recipe);
+        # bfloat16 needs no loss scaling.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            loss = self._loss()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+
+    def _loss(self):
+        torch = self.torch
         if self.masked_only:
             out = self.model.bert(input_ids=self.ids, token_type_ids=self.segments,
                                   attention_mask=self.mask)
@@ -121,18 +137,19 @@ class TorchStep:
             mlm, nsp = out.prediction_logits, out.seq_relationship_logits
             labels = torch.full(self.ids.shape, -100, dtype=torch.long)
             labels.scatter_(1, self.positions, self.mask_ids)
-        loss = (torch.nn.functional.cross_entropy(mlm.reshape(-1, mlm.shape[-1]),
+        return (torch.nn.functional.cross_entropy(mlm.reshape(-1, mlm.shape[-1]),
                                                   labels.reshape(-1), ignore_index=-100)
                 + torch.nn.functional.cross_entropy(nsp, self.nsp))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
 
     def run(self, steps):
         start = time.perf_counter()
         for _ in range(steps):
             self.step()
         return time.perf_counter() - start
+
+
+TORCH_FP32 = "pytorch float32 masked positions"
+TORCH_BF16 = "pytorch bf16 autocast masked positions"
 
 
 def _make_contender(name: str, preset: str, args):
@@ -146,7 +163,8 @@ def _make_contender(name: str, preset: str, args):
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    return TorchStep(config, batch, masked_only=name == "pytorch masked positions")
+    return TorchStep(config, batch, masked_only="masked positions" in name,
+                     autocast=name == TORCH_BF16)
 
 
 def _worker(name: str, preset: str, args, conn) -> None:
@@ -172,6 +190,9 @@ def main():
     parser.add_argument("--xla", action="store_true", help="also time jit_compile=True")
     parser.add_argument("--skip-shipped", action="store_true",
                         help="skip PyTorch with logits at every position")
+    parser.add_argument("--skip-autocast", action="store_true",
+                        help="skip PyTorch under bfloat16 autocast (kbert's mixed_bfloat16 "
+                             "then has no equal-precision rival)")
     parser.add_argument("--pause", type=float, default=1.0,
                         help="seconds of quiet before each timed run (the previous "
                              "worker's spinning threads go to sleep)")
@@ -182,11 +203,13 @@ def main():
     context = mp.get_context("spawn")
     for preset in args.presets:
         config = BertConfig.from_preset(preset, dropout=0.1)
-        names = ["kbert float32", "kbert mixed_bfloat16", "pytorch masked positions"]
+        names = ["kbert float32", "kbert mixed_bfloat16", TORCH_FP32]
+        if not args.skip_autocast:
+            names.append(TORCH_BF16)
         if args.xla:
             names += ["kbert float32 XLA", "kbert mixed_bfloat16 XLA"]
         if not args.skip_shipped:
-            names.append("pytorch as shipped")
+            names.append("pytorch float32 as shipped")
         workers = {}
         for name in names:  # one at a time, so no warm-up overlaps another's
             parent, child = context.Pipe()
@@ -211,19 +234,27 @@ def main():
         for process, conn in workers.values():
             conn.send(None)
             process.join(timeout=30)
-        reference = statistics.median(rates["pytorch masked positions"])
+        references = [statistics.median(rates[n]) if n in rates else None
+                      for n in (TORCH_FP32, TORCH_BF16)]
+
+        def ratios(median):
+            return "".join(f"{median / r:10.2f}x" if r else f"{'-':>11s}" for r in references)
+
         print(f"\n{preset} (L{config.num_layers}/H{config.hidden_dim}), T={args.seq_len}, "
               f"B={args.batch_size}, P={args.max_predictions}, {os.cpu_count()} cores, "
               f"{args.rounds} rounds x {args.steps} steps, one process per contender")
-        print(f"{'':28s} {'seq/s':>8s} {'vs pytorch masked':>18s}   per round")
+        print(f"{'':38s} {'seq/s':>8s} {'vs pt fp32':>11s}{'vs pt bf16':>11s}   per round")
         for name, values in rates.items():
             median = statistics.median(values)
-            print(f"{name:28s} {median:8.2f} {median / reference:17.2f}x   "
+            print(f"{name:38s} {median:8.2f} {ratios(median)}   "
                   + " ".join(f"{v:.1f}" for v in values))
         print("whole fit() calls (with setup/teardown):")
         for name, values in fit_rates.items():
             median = statistics.median(values)
-            print(f"{name:28s} {median:8.2f} {median / reference:17.2f}x")
+            print(f"{name:38s} {median:8.2f} {ratios(median)}")
+        print("(vs pt fp32 / bf16: this rate / PyTorch's masked-positions step in float32 / "
+              "under bfloat16 autocast; equal precision: kbert float32 with fp32, "
+              "kbert mixed_bfloat16 with bf16)")
 
 
 if __name__ == "__main__":

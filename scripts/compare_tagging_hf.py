@@ -13,6 +13,12 @@ scored on the same dev sentences (token accuracy over words):
   the others). Long sentences are split into the same windows as kbert (BERT's doc-span
   loop and max-context rule, written here in Python) so both sides see the same data.
 
+Precision: `--precision mixed_bfloat16` trains kbert in bfloat16 mixed precision and, by
+default (`--hf-precision same`), transformers under `torch.autocast("cpu",
+dtype=torch.bfloat16)` (float32 weights and AdamW, bfloat16 matmuls), so the epoch times
+compare equal precisions; `--hf-precision float32` keeps transformers in float32. The
+table names each side's precision.
+
 Epoch times are the training passes only (no evaluation). transformers pads each batch
 to its longest window by default (`--hf-padding longest`, as its run_ner.py example does);
 kbert cuts each batch to its longest row rounded up to 8 (`trim_to_longest`).
@@ -59,8 +65,10 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="float32",
-                   help="kbert's dtype policy (float32, mixed_bfloat16); transformers "
-                        "stays float32")
+                   help="kbert's dtype policy (float32, mixed_bfloat16)")
+    p.add_argument("--hf-precision", choices=("same", "float32", "bfloat16"), default="same",
+                   help="transformers: float32, or bfloat16 autocast (training and "
+                        "evaluation); same: bfloat16 when --precision is mixed_bfloat16")
     p.add_argument("--hf-padding", choices=("longest", "max_length"), default="longest")
     p.add_argument("--only", choices=("both", "kbert", "hf"), default="both")
     p.add_argument("--json-out", help="also write the results as JSON here")
@@ -109,6 +117,7 @@ def run_kbert(args, model_dir: str, train: str, dev: str) -> dict:
     result = finetune(TaggingTask(), settings, verbose=2)
     epochs = result.metrics["epochs"]
     return {"accuracy": [e["eval"]["accuracy"] for e in epochs],
+            "precision": args.precision,
             "loss": [e["loss"] for e in epochs],
             "seconds": list(result.seconds_per_epoch),
             "batches_per_epoch": result.metrics["train_batches_per_epoch"],
@@ -171,6 +180,13 @@ def hf_windows(tokenizer, sentences, label_ids, seq_len: int, stride: int):
     return windows
 
 
+def hf_precision(args) -> str:
+    """transformers' precision: "float32" or "bfloat16" (under torch.autocast)."""
+    if args.hf_precision != "same":
+        return args.hf_precision
+    return "bfloat16" if "bfloat16" in args.precision else "float32"
+
+
 def run_hf(args, train_sentences, dev_sentences, labels, stride: int) -> dict:
     import torch
     from transformers import (BertForTokenClassification, BertTokenizerFast,
@@ -209,6 +225,12 @@ def run_hf(args, train_sentences, dev_sentences, labels, stride: int) -> dict:
             target[row, :len(labels)] = torch.tensor(labels)
         return ids, mask, target
 
+    def autocast():
+        """Forward and loss under autocast, backward outside it (PyTorch's AMP recipe;
+        bfloat16 needs no loss scaling). A no-op in float32."""
+        return torch.autocast("cpu", dtype=torch.bfloat16,
+                              enabled=hf_precision(args) == "bfloat16")
+
     rng = random.Random(args.seed)
     accuracy, losses, seconds = [], [], []
     for epoch in range(args.epochs):
@@ -219,8 +241,9 @@ def run_hf(args, train_sentences, dev_sentences, labels, stride: int) -> dict:
         for begin in range(0, len(order), args.batch_size):
             ids, mask, target = batch_tensors([train[i] for i in order[begin:begin +
                                                                        args.batch_size]])
-            loss = model(input_ids=ids, attention_mask=mask,
-                         token_type_ids=torch.zeros_like(ids), labels=target).loss
+            with autocast():
+                loss = model(input_ids=ids, attention_mask=mask,
+                             token_type_ids=torch.zeros_like(ids), labels=target).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -229,13 +252,14 @@ def run_hf(args, train_sentences, dev_sentences, labels, stride: int) -> dict:
             total_loss += float(loss.detach())
         seconds.append(time.perf_counter() - start)
         losses.append(total_loss / steps_per_epoch)
-        accuracy.append(hf_accuracy(model, dev, dev_sentences, batch_tensors, label_ids,
-                                    args.batch_size))
+        with autocast():
+            accuracy.append(hf_accuracy(model, dev, dev_sentences, batch_tensors, label_ids,
+                                        args.batch_size))
         logging.info("transformers epoch %d: loss %.4f, dev accuracy %.4f, %.1f s",
                      epoch + 1, losses[-1], accuracy[-1], seconds[-1])
     return {"accuracy": accuracy, "loss": losses, "seconds": seconds,
             "batches_per_epoch": steps_per_epoch, "doc_stride": stride,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "precision": hf_precision(args)}
 
 
 def hf_accuracy(model, windows, sentences, batch_tensors, label_ids, batch_size) -> float:
@@ -309,7 +333,9 @@ def print_table(results: dict) -> None:
                                                     ("transformers", "transformers"))
              if key in results]
     print(f"{'':28s}" + "".join(f"{name:>16s}" for name, _ in sides))
-    rows = [("train batches / epoch", lambda r: f"{r['batches_per_epoch']}"),
+    labels = {"bfloat16": "bf16 autocast", "mixed_bfloat16": "mixed_bf16"}
+    rows = [("precision", lambda r: labels.get(r["precision"], r["precision"])),
+            ("train batches / epoch", lambda r: f"{r['batches_per_epoch']}"),
             ("dev accuracy, best epoch", lambda r: f"{max(r['accuracy']):.4f}"),
             ("dev accuracy, last epoch", lambda r: f"{r['accuracy'][-1]:.4f}"),
             ("train seconds / epoch (mean)",
@@ -323,8 +349,8 @@ def print_table(results: dict) -> None:
         (_, a), (_, b) = sides
         gap = max(a["accuracy"]) - max(b["accuracy"])
         ratio = sum(a["seconds"]) / max(sum(b["seconds"]), 1e-9)
-        print(f"kbert - transformers accuracy (best): {gap:+.4f}; "
-              f"time per epoch kbert / transformers: {ratio:.2f}")
+        print(f"kbert - transformers accuracy (best): {gap:+.4f}; time per epoch kbert "
+              f"({a.get('precision')}) / transformers ({b.get('precision')}): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Records Hugging Face's packing and `longest_first` truncation for tests/test_packer.py.
+"""Records Hugging Face's packing and `longest_first` truncation for tests/text/test_packer.py.
 
 Reference: transformers 5 `BertTokenizer` (backed by the Rust `tokenizers` library) with the
 tiny fixture vocab. Every segment is a text of single-token words, so its ids are known

@@ -7,6 +7,13 @@ is unloaded, and a NAME that disappears is unloaded. Directories whose name is n
 number (such as the hidden `.N.tmp-*` a kbert export writes before renaming it into
 place) are ignored, so a half-written version is never loaded.
 
+A version copied straight into ROOT can still be seen half-written (saved_model.pb there,
+variables/ not yet). Its load fails (status END with the error) and the version before it
+keeps serving; the version is tried again on the first poll after anything in its
+directory changed (a file's name, size or mtime), so it loads once the copy is complete.
+TF Serving retries a failed load on a timer instead (--max_num_load_retries 5,
+--load_retry_interval_micros 60 s); both then leave a broken, unchanged version alone.
+
 Requests hold a reference to the `Servable` they started with: a swap never disturbs a
 request in flight, and no lock is held while a model runs.
 """
@@ -129,6 +136,22 @@ def find_versions(model_dir: str) -> dict[int, str]:
     return versions
 
 
+def directory_fingerprint(path: str) -> tuple[tuple[str, int, int], ...]:
+    """(relative path, size, mtime in ns) of every file under `path`, sorted: it changes
+    while files are still being copied in (an mtime-preserving copy included: files
+    appear and grow)."""
+    files = []
+    for directory, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(directory, name)
+            try:
+                stat = os.stat(full)
+            except FileNotFoundError:  # removed while we looked
+                continue
+            files.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(files))
+
+
 class ModelRegistry:
     """The servables of one ROOT directory; `poll()` brings them in line with the disk.
 
@@ -148,7 +171,8 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._serving: dict[str, Servable] = {}
         self._statuses: dict[str, dict[int, VersionStatus]] = {}
-        self._failed: dict[tuple[str, int], float] = {}  # (name, version) -> pb mtime
+        # (name, version) -> its directory's fingerprint when the load that failed began
+        self._failed: dict[tuple[str, int], tuple] = {}
         self._poll_lock = threading.Lock()  # one poll at a time
 
     def get(self, name: str, version: int | None = None) -> Servable:
@@ -180,7 +204,8 @@ class ModelRegistry:
 
     def poll(self) -> None:
         """Loads new latest versions, unloads what is gone. Load errors are logged (and
-        shown by `status`); the previous version keeps serving."""
+        shown by `status`); the previous version keeps serving, and the failed version is
+        tried again once its directory changes."""
         with self._poll_lock:
             try:
                 names = sorted(entry for entry in os.listdir(self.root)
@@ -202,8 +227,10 @@ class ModelRegistry:
                     self._load(name, version, path)
 
     def _load(self, name: str, version: int, path: str) -> None:
-        mtime = os.path.getmtime(os.path.join(path, SAVED_MODEL_FILE))
-        if self._failed.get((name, version)) == mtime:
+        # Taken before loading: a copy that goes on during the load changes it, and the
+        # next poll tries again.
+        fingerprint = directory_fingerprint(path)
+        if self._failed.get((name, version)) == fingerprint:
             return  # failed before and unchanged since: logged already
         self._set_status(name, version, VersionStatus(State.LOADING))
         start = time.perf_counter()
@@ -216,9 +243,10 @@ class ModelRegistry:
             message = f"{type(error).__name__}: {error}"
             log.error("could not load %s version %d from %s: %s", name, version, path,
                       message)
-            self._failed[(name, version)] = mtime
+            self._failed[(name, version)] = fingerprint
             self._set_status(name, version, VersionStatus(State.END, code, message))
             return
+        self._failed.pop((name, version), None)
         with self._lock:
             old = self._serving.get(name)
             self._serving[name] = servable

@@ -31,6 +31,7 @@ import concurrent.futures
 import logging
 import os
 import signal
+import socket
 import threading
 
 import grpc
@@ -121,6 +122,25 @@ def replay_warmup(servable: Servable, entry: prediction_log_pb2.PredictionLog) -
                     servable.version, kind)
 
 
+def _bind_error(host: str, port: int) -> str | None:
+    """The operating system's reason for refusing to bind (host, port), such as "Address
+    already in use" (gRPC's own error only says "Failed to bind to address"); None if a
+    probe binds it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        return error.strerror
+    with socket.socket(family, kind, proto) as probe:
+        # As gRPC binds: a port held only by connections in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error.strerror
+    return None
+
+
 class ModelServer:
     """gRPC (and REST) model server over a TF Serving model base directory.
 
@@ -153,7 +173,13 @@ class ModelServer:
         self._stopping = threading.Event()
 
     def start(self) -> "ModelServer":
-        """Loads the models found under ROOT, then starts answering; returns self."""
+        """Loads the models found under ROOT, then starts answering; returns self.
+
+        Raises:
+            FileNotFoundError: ROOT does not exist.
+            ValueError: a port cannot be bound, naming the address and the reason
+                ("cannot listen on 127.0.0.1:8500 for gRPC: Address already in use").
+        """
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"model base directory {self.root} does not exist")
         self.registry.poll()
@@ -172,10 +198,16 @@ class ModelServer:
             ModelService(self.registry), self._grpc)
         address = f"[{self.host}]:{self.port}" if ":" in self.host else \
             f"{self.host}:{self.port}"
-        try:
-            self.port = self._grpc.add_insecure_port(address)
-        except RuntimeError as error:
-            raise ValueError(f"cannot listen on {address} for gRPC: {error}") from None
+        # Asked first, so that a port in use gets the OS's reason in one line (gRPC's error
+        # does not say why, and its C core logs a line of its own).
+        reason = _bind_error(self.host, self.port) if self.port else None
+        if reason is None:
+            try:
+                self.port = self._grpc.add_insecure_port(address)
+            except RuntimeError as error:  # taken since, or refused for another reason
+                reason = _bind_error(self.host, self.port) or str(error)
+        if reason is not None:
+            raise ValueError(f"cannot listen on {address} for gRPC: {reason}")
         self._grpc.start()
         log.info("gRPC on %s:%d", self.host, self.port)
         if self.rest_port is not None:
@@ -185,7 +217,7 @@ class ModelServer:
             except OSError as error:
                 self._grpc.stop(None)
                 raise ValueError(f"cannot listen on {self.host}:{self.rest_port} for "
-                                 f"REST: {error}") from None
+                                 f"REST: {error.strerror or error}") from None
             self.rest_port = self._rest.server_address[1]
             self._start_thread(self._rest.serve_forever, "kbert-serve-rest")
             log.info("REST on http://%s:%d/v1/models/NAME", self.host, self.rest_port)

@@ -41,9 +41,9 @@ class Task(abc.ABC):
             keys `read` / `make_spec` accept (defaults live there, once).
         trim_multiple: tasks whose `dataset` cuts batches to their longest row
             (`kbert.data.batching.trim_to_longest`) round that length up to a multiple
-            of this. 1 = the exact longest row, as transformers' padding="longest": a UD
-            EWT tagging epoch (MiniLM, 2 cores) took 254.9 s against 268.7 s with 8
-            (Keras relaxes the step's shapes after two traces). The runner uses 8 with
+            of this. 1 = the exact longest row, as transformers' padding="longest"
+            (Keras relaxes the step's shapes after two traces, so odd lengths cost no
+            retracing; docs/PERF_TRAIN_STEP.md has the timing). The runner uses 8 with
             XLA (`jit_compile`), which compiles once per distinct shape.
     """
 

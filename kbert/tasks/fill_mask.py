@@ -27,6 +27,8 @@ def fill_mask(model_dir: str | os.PathLike, texts: list[str], top_k: int = 5
     "[MASK]" is recognised in the raw text (the tokenizer itself treats it as ordinary
     characters, as the original BERT does); the pieces around it are tokenized normally.
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
     checkpoint = read_checkpoint(model_dir)
     if not checkpoint.has_pretraining_heads:
         raise ValueError(f"{model_dir} has no masked-LM head: fill-mask needs a model from "

@@ -127,12 +127,15 @@ class StepLogger(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
 
     def on_train_begin(self, logs=None):
-        self._seen, self._means, self._last_step = 0, {}, None
+        # The step this fit call starts from (a resumed run's, or 0).
+        self._seen, self._means = 0, {}
+        self._last_step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        if self._last_step is None:
-            self._last_step = step - 1 - batch  # the step this fit call started from
+        # No new optimizer step: with gradient accumulation N, N batches make one step.
+        if step == self._last_step:
+            return
         # ">=" rather than "%": with steps_per_execution > 1 this hook sees every k-th step.
         if step - self._last_step < self.every_n_steps and step % self.every_n_steps:
             return

@@ -24,11 +24,13 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     `end_learning_rate` at `total_steps` (and stays there).
 
     The value is a function of the optimizer's step counter only, so a run resumed from a
-    checkpoint continues the schedule where it stopped.
+    checkpoint continues the schedule where it stopped. Steps are optimizer updates:
+    with gradient accumulation Keras evaluates the schedule at its batch counter, so
+    `batches_per_step` (the accumulation N) turns batches back into updates.
     """
 
     def __init__(self, peak_learning_rate: float, warmup_steps: int, total_steps: int,
-                 end_learning_rate: float = 0.0):
+                 end_learning_rate: float = 0.0, batches_per_step: int = 1):
         if total_steps <= 0 or warmup_steps < 0 or warmup_steps > total_steps:
             raise ValueError(f"need 0 <= warmup_steps ({warmup_steps}) <= total_steps "
                              f"({total_steps}) and total_steps > 0")
@@ -36,9 +38,10 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.end_learning_rate = float(end_learning_rate)
+        self.batches_per_step = max(1, int(batches_per_step or 1))
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step = tf.cast(step // self.batches_per_step, tf.float32)
         peak, end = self.peak_learning_rate, self.end_learning_rate
         warmup = tf.cast(self.warmup_steps, tf.float32)
         total = tf.cast(self.total_steps, tf.float32)
@@ -50,7 +53,8 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"peak_learning_rate": self.peak_learning_rate,
                 "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-                "end_learning_rate": self.end_learning_rate}
+                "end_learning_rate": self.end_learning_rate,
+                "batches_per_step": self.batches_per_step}
 
 
 def _is_float32_resource(variable) -> bool:
@@ -68,15 +72,14 @@ class AdamW(keras.optimizers.AdamW):
     not Keras' "epsilon hat" (added to the uncorrected sqrt(v)), which is eps / sqrt(1 -
     b2^t) in these terms: 32x larger at the first step, 2.3x after 200. With gradients
     clipped to a global norm of 1 over millions of parameters most |g| are ~1e-4, so
-    Keras' form damps the early updates. Fine-tuning MiniLM for QA on the same batches
-    (T=192, B=8), dropout off and the same head, its losses fell behind transformers'
-    from the second update on (5.2284 vs 5.2228, ..., 4.9995 vs 4.9701 at step 6); with
-    this epsilon they agree to ~1e-4 (tests/test_training_parity_hf.py).
+    Keras' form damps the early updates: fine-tuning with it falls behind transformers'
+    losses from the second update on; with this epsilon they agree
+    (tests/training/test_training_parity_hf.py; figures in docs/PERF_TRAIN_STEP.md).
 
     Faster on CPU, too: Keras writes each Adam update as ~12 elementwise TF ops per
     variable, each a full pass over the variable's memory, and the global-norm clipping as
-    3 more (square, sum, scale); for a BERT that is ~90 ms of every mini pre-training
-    step on 2 cores (11.2M parameters, 7.8M of them the token embedding). Here:
+    3 more (square, sum, scale), a large share of a small model's step
+    (docs/PERF_TRAIN_STEP.md). Here:
     - the update is TF's fused `ResourceApplyAdam` kernel (m, v and the variable in one
       pass; its formula lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + e) is the one
       above with e = eps * sqrt(1 - b2^t)). Under a `tf.distribute` strategy (mirrored
@@ -162,14 +165,20 @@ def create_optimizer(learning_rate: float, total_steps: int, warmup_steps: int |
         warmup_steps: linear warm-up steps; default `warmup_fraction` of `total_steps`.
         weight_decay: decoupled weight decay (0.01), not applied to NO_DECAY variables.
         optimizer: "adamw" (beta1 0.9, beta2 0.999, epsilon 1e-6 as BERT) or "lamb"
-            (You et al. 2019, for large batches; same betas and epsilon).
+            (Keras' Lamb, after You et al. 2019, for large batches; same betas and
+            epsilon). Its weight decay is decoupled: applied before the step, outside
+            the trust ratio, unlike the paper's Algorithm 2, which adds wd * w inside the
+            update that the trust ratio scales (tests/training/test_lamb_reference.py).
         clip_norm: global-norm clipping of the gradients (1.0 as BERT); None to disable.
         gradient_accumulation_steps: apply the averaged gradients of this many batches
-            as one step (a larger effective batch on the same memory).
+            as one step (a larger effective batch on the same memory); `total_steps` and
+            `warmup_steps` still count optimizer steps, so the run takes
+            total_steps * N batches.
     """
     if warmup_steps is None:
         warmup_steps = int(warmup_fraction * total_steps)
-    schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
+    schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps,
+                                 batches_per_step=gradient_accumulation_steps or 1)
     common = dict(learning_rate=schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
                   weight_decay=weight_decay, global_clipnorm=clip_norm,
                   gradient_accumulation_steps=gradient_accumulation_steps)

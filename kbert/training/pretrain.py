@@ -158,7 +158,8 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
 
     # Written once the run is set up, so a mistyped first attempt does not pin settings.
     _save_settings(settings, os.path.join(settings.out, "run_config.json"))
-    remaining = settings.steps - done
+    # Steps are optimizer updates; with gradient accumulation each takes N batches.
+    remaining = (settings.steps - done) * (settings.gradient_accumulation or 1)
     if remaining > 0:
         def dataset_fn(input_context=None):
             return pretraining_dataset(

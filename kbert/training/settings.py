@@ -43,7 +43,8 @@ class PretrainingSettings:
     max_predictions: int = _setting("masked positions predicted per sequence (P)",
                                     default=20)
     batch_size: int = _setting("global batch size", default=32)
-    steps: int = _setting("optimizer steps in total", default=10_000)
+    steps: int = _setting("optimizer steps in total (with --gradient-accumulation N, "
+                          "N batches each)", default=10_000)
     learning_rate: float = _setting("peak learning rate", default=1e-4)
     warmup_steps: int | None = _setting("linear warm-up steps (default: 10%% of --steps)",
                                         default=None, type=int)

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbert.config import BertConfig
-from kbert.export import EXPECTED_CUSTOM_OPS, MissingOpError, custom_ops, inspect_saved_model, load
+from kbert.export import EXPECTED_CUSTOM_OPS, custom_ops, inspect_saved_model, load
 from kbert.export.saved_model import WARMUP_FILE, export_saved_model
+from helpers.checks import assert_outputs_close, dtype_policy
 from helpers.paths import REPO
+from helpers.tiny import save_tiny_model, save_tiny_task_model, tiny_config
 
 VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "the", "a", "is", "of",
           "capital", "france", "paris", "i", "this", "like", "day", "nice", "lot", "weather",
           "today", "##s", "##ing"] + [f"w{i}" for i in range(39)])
-CONFIG = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), max_sequence_length=64,
-                                num_layers=1)
+CONFIG = tiny_config(len(VOCAB))
 MASKED = ["The capital of France is [MASK].", "I [MASK] this [MASK] a lot!", "[MASK]",
           "no mask here"]
 
@@ -27,14 +27,8 @@ MASKED = ["The capital of France is [MASK].", "I [MASK] this [MASK] a lot!", "[M
 @pytest.fixture(scope="module")
 def pretrained_dir(tmp_path_factory):
     """A tiny pre-trained model directory with masked-LM and NSP heads."""
-    from kbert.io.model_dir import save_model
-    from kbert.models.encoder import build_encoder
-    from kbert.models.pretrainer import build_pretrainer, head_weights
-
-    encoder = build_encoder(CONFIG)
-    pretrainer = build_pretrainer(encoder, CONFIG)
-    return save_model(encoder, CONFIG, tmp_path_factory.mktemp("m") / "tiny_pre", VOCAB,
-                      heads=head_weights(pretrainer))
+    return save_tiny_model(tmp_path_factory.mktemp("m") / "tiny_pre", VOCAB,
+                           pretraining_heads=True)
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +220,6 @@ def test_bfloat16_export(pretrained_dir, export, tmp_path):
     assert parameter_bytes <= size <= 1.05 * parameter_bytes
     # Close to a mixed_bfloat16 model (float32 variables rounded at every call, biases
     # added in float32 by oneDNN's fused products): bfloat16 rounding apart, the same model.
-    import keras
-
     from kbert.export.graph import encode_outputs
     from kbert.io.model_dir import assign_encoder_weights
     from kbert.models.encoder import build_encoder
@@ -235,12 +227,9 @@ def test_bfloat16_export(pretrained_dir, export, tmp_path):
     from kbert.tasks.embeddings import embedding_features
 
     checkpoint = read_checkpoint(pretrained_dir)
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         mixed = build_encoder(checkpoint.config)
         assign_encoder_weights(mixed, checkpoint.weights, source=pretrained_dir)
-    finally:
-        keras.config.set_dtype_policy("float32")
     tokenizer = Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
     plain = tf.constant(["the cat sat on the mat", "a dog"])
     features = embedding_features(tokenizer, {"text": plain}, 16)
@@ -297,14 +286,12 @@ def test_cli_export_errors_and_inspect(pretrained_dir, export, capsys):
 
 
 def test_pair_classifier_export(tmp_path):
-    from kbert.models.encoder import build_encoder
-    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.tasks import TaskSpec
     from kbert.text import Tokenizer
     from kbert.text.packer import pack
 
     spec = TaskSpec("classification", labels=("no", "yes", "maybe"), seq_len=16, pair=True)
-    model = build_task_model(build_encoder(CONFIG), spec)
-    model_dir = save_task_model(tmp_path / "nli", model, spec, CONFIG, VOCAB)
+    model_dir, model = save_tiny_task_model(tmp_path / "nli", spec, VOCAB)
     path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
     assert path == str(tmp_path / "root" / "nli" / "1")
     loaded = load(path)
@@ -334,14 +321,12 @@ def test_pair_classifier_export(tmp_path):
 
 
 def test_regression_export(tmp_path):
-    from kbert.models.encoder import build_encoder
-    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.tasks import TaskSpec
     from kbert.text import Tokenizer
     from kbert.text.packer import pack
 
     spec = TaskSpec("regression", seq_len=16)
-    model = build_task_model(build_encoder(CONFIG), spec)
-    model_dir = save_task_model(tmp_path / "sts", model, spec, CONFIG, VOCAB)
+    model_dir, model = save_tiny_task_model(tmp_path / "sts", spec, VOCAB)
     path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
     text = ["The weather is nice today!", "i like this"]
     scores = load(path).signatures["serving_default"](text=tf.constant(text))["scores"]
@@ -353,11 +338,9 @@ def test_regression_export(tmp_path):
 
 
 def test_embedding_export(tmp_path):
-    from kbert.io.model_dir import save_model
     from kbert.models.encoder import load_model
-    from kbert.models.encoder import build_encoder
 
-    model_dir = save_model(build_encoder(CONFIG), CONFIG, tmp_path / "enc", VOCAB)
+    model_dir = save_tiny_model(tmp_path / "enc", VOCAB)
     path = export_saved_model(model_dir, out_root=tmp_path / "root", seq_len=16,
                               normalize=True, models_config=False)
     loaded = load(path)
@@ -384,27 +367,19 @@ def test_embedding_export(tmp_path):
 ])
 def test_tagging_and_qa_exports_match_their_task_graph(tmp_path, spec_args, inputs):
     """The export runs the task module's own serving graph (long texts in windows)."""
-    from kbert.models.encoder import build_encoder
-    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.tasks import TaskSpec
     from kbert.tasks.registry import get_task
     from kbert.text import Tokenizer
 
     spec = TaskSpec(**spec_args)
-    model = build_task_model(build_encoder(CONFIG), spec)
-    model_dir = save_task_model(tmp_path / spec.task, model, spec, CONFIG, VOCAB)
+    model_dir, model = save_tiny_task_model(tmp_path / spec.task, spec, VOCAB)
     path = export_saved_model(model_dir, out_root=tmp_path / "root", models_config=False)
     assert custom_ops(path) == EXPECTED_CUSTOM_OPS
     loaded = load(path)
     tensors = {k: tf.constant(v) for k, v in inputs.items()}
     got = loaded.signatures["serving_default"](**tensors)
     want = get_task(spec.task).serving_outputs(model, Tokenizer(VOCAB), spec, tensors)
-    assert set(got) == set(want)
-    for key in want:
-        if want[key].dtype == tf.string:
-            assert got[key].numpy().tolist() == want[key].numpy().tolist(), key
-        else:
-            np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-5,
-                                       err_msg=key)
+    assert_outputs_close(got, want, atol=1e-5, what="export")
     features = loaded.signatures["tokenize"](**tensors)
     assert features["token_ids"].shape[0] > 3  # the long texts were split into windows
     encoded = loaded.signatures["encode"](**tensors)

@@ -2,22 +2,18 @@
 
 import random
 
-from kbert.config import BertConfig
-from kbert.io.model_dir import save_model
-from kbert.models.encoder import build_encoder
-
 WORDS = [f"w{i}" for i in range(40)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["good", "bad"]
 
 
 def tiny_model_dir(path, num_layers=1, seed=0, activation="gelu"):
-    """A randomly initialised 1-layer, H=128 encoder saved as a kbert model directory."""
-    import keras
+    """A randomly initialised tiny encoder (`helpers.tiny.tiny_config`: 1 layer by default,
+    H=128) for `VOCAB`, saved as a kbert model directory; the same seed gives the same
+    weights."""
+    from helpers.tiny import save_tiny_model, tiny_config
 
-    keras.utils.set_random_seed(seed)
-    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=num_layers,
-                                    max_sequence_length=64, activation=activation)
-    return save_model(build_encoder(config), config, path, VOCAB)
+    config = tiny_config(len(VOCAB), num_layers=num_layers, activation=activation)
+    return save_tiny_model(path, VOCAB, config=config, seed=seed)
 
 
 def keyword_rows(n, seed, pair=False):
@@ -56,3 +52,17 @@ def settings_kwargs(data, out, **changes):
                   seq_len=16, epochs=3, batch_size=16, learning_rate=1e-3)
     values.update(changes)
     return values
+
+
+def write_squad(path, examples, title="synthetic"):
+    """`examples` (kbert.data.squad.SquadExample) as a SQuAD v1.1 JSON file, one
+    paragraph per question; returns the path as a string."""
+    import json
+
+    paragraphs = [{"context": e.context, "qas": [{
+        "id": e.id, "question": e.question,
+        "answers": [{"text": a.text, "answer_start": a.start} for a in e.answers]}]}
+        for e in examples]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"version": "1.1", "data": [{"title": title, "paragraphs": paragraphs}]}, f)
+    return str(path)

@@ -1,7 +1,6 @@
 """Traced graphs in tests: their op listing (for the op-set checks of exports and text ops)
 and a TFLite signature runner of one (builtins plus the tokenizer's custom ops)."""
 
-import pytest
 import tensorflow as tf
 import tensorflow_text as tf_text
 
@@ -21,8 +20,9 @@ def tflite_runner(concrete_function, trackable):
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], trackable)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = True
-    interpreter_module = pytest.importorskip("tensorflow.lite.python.interpreter")
-    interpreter = interpreter_module.InterpreterWithCustomOps(
+    # ai_edge_litert's interpreter, as kbert's runtime uses (tf.lite's is deprecated).
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
+    interpreter = InterpreterWithCustomOps(
         model_content=converter.convert(),
         custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)
     return interpreter.get_signature_runner()

@@ -1,4 +1,5 @@
-"""Helper process for tests/test_multiworker.py (not a test module itself).
+"""Helper process for tests/training/test_multiworker.py (not a test module itself), and
+`reserved_ports`, which gives a multi-worker cluster on 127.0.0.1 its ports.
 
 Trains a tiny `BertPretrainer` for a few steps with plain `model.fit` on synthetic,
 seeded batches and writes, under --out, `result_<task>.json` (per-step loss) and
@@ -14,17 +15,47 @@ values build `MultiWorkerMirroredStrategy` with only part (or none) of kbert's K
 workaround, to check that upstream Keras still needs each part. `--input dataset` gives
 `fit` a plain `tf.data.Dataset` (Keras distributes it); `--input function` a dataset made
 with `strategy.distribute_datasets_from_function`, as `pretraining_dataset` expects.
+
+Ports: a test cannot pick a free port, close it and hope that each worker binds it
+first (another process may take it in between). `reserved_ports` keeps each port bound,
+with SO_REUSEPORT, while the workers run; `WORKER_ENV` (TF_GRPC_REUSE_PORT=1) makes
+TensorFlow's gRPC server bind with SO_REUSEPORT too, so each worker can bind its port
+beside the reservation while no other socket can (the kernel never hands out a bound port
+for port 0, and a bind without SO_REUSEPORT fails), as TensorFlow added that variable for
+(tensorflow/tensorflow#38705).
 """
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import sys
 
 # Run as a script: the repository (three levels up) goes first on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 SEQ_LEN, PREDICTIONS, REAL_PREDICTIONS, VOCAB = 16, 5, 3, 200
+
+# The environment a worker needs to bind a port held by `reserved_ports`.
+WORKER_ENV = {"TF_GRPC_REUSE_PORT": "1"}
+
+
+@contextlib.contextmanager
+def reserved_ports(n: int):
+    """Yields n different free ports, held (bound with SO_REUSEPORT, not listening) until
+    the block ends: start the workers inside it, with WORKER_ENV in their environment.
+    A reservation does not listen, so connections reach the worker that listens."""
+    sockets = []
+    try:
+        for _ in range(n):
+            sockets.append(socket.socket())
+            sockets[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sockets[-1].bind(("", 0))  # every interface: TF's server binds 0.0.0.0:PORT
+        yield [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def synthetic_batches(steps: int, global_batch: int, seed: int = 0):

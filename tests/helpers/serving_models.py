@@ -1,15 +1,22 @@
 """Small string-in SavedModels for the serving tests, built as `kbert export` builds its
 graphs: the real kbert Tokenizer and packer in front of a tiny kbert classifier, saved
-with tf.saved_model.save from a tf.Module that tracks only the raw variables."""
+with tf.saved_model.save from a tf.Module that tracks only the raw variables; and how the
+serving tests publish a version into a polled directory (whole, by rename) and wait for
+a server's model states (polling with a deadline)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 
 import tensorflow as tf
 
 from kbert.config import BertConfig
+from kbert.io.atomic import atomic_directory
 from kbert.models.encoder import build_encoder
+from kbert.serving.errors import ServingError
 from kbert.tasks import TaskSpec, build_task_model
 from kbert.text import Tokenizer
 from kbert.text.packer import pack
@@ -94,3 +101,55 @@ def save_classifier(root, name: str = "clf", version: int = 1, pair: bool = Fals
         "classify": module.classify, "wait": module.wait,
         "poke": module.poke})
     return path
+
+
+def publish(source, model_dir, version: int) -> str:
+    """Copies the SavedModel directory `source` to MODEL_DIR/VERSION the way a server
+    polling MODEL_DIR must see it appear: whole. The copy goes to a hidden directory
+    beside it and is then renamed into place (kbert.io.atomic, as `kbert export` writes),
+    as TF Serving's docs ask; a plain copytree into the polled directory can be seen
+    half-written. Returns the version's path."""
+    path = os.path.join(os.fspath(model_dir), str(version))
+    with atomic_directory(path) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+    return path
+
+
+def unpublish(path) -> None:
+    """Removes a version directory (or a whole model directory) in one step: renamed
+    into a hidden directory beside it, then deleted, so a poll sees it whole or gone."""
+    path = os.fspath(path)
+    parent, name = os.path.split(path.rstrip(os.sep))
+    doomed = tempfile.mkdtemp(prefix=f".{name}.gone-", dir=parent)
+    os.rename(path, os.path.join(doomed, name))
+    shutil.rmtree(doomed)
+
+
+def wait_until(read, done, timeout: float = 60.0, every: float = 0.05):
+    """Calls `read()` until `done(value)` holds and returns that value; at the deadline
+    fails with the last value read. For states a server reaches on its own schedule
+    (polls, loads): a test waits for the state it needs, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {value!r} after {timeout:.0f} s")
+        time.sleep(every)
+
+
+def version_states(client, name: str) -> list[tuple[int, str]] | None:
+    """[(version, state name)] that `client` (PredictionClient or RestClient) reports for
+    model `name`, or None while the server knows no version of it."""
+    try:
+        return [(int(s["version"]), s["state"]) for s in client.status(name)]
+    except ServingError:
+        return None
+
+
+def settled(states) -> bool:
+    """True once a server knows the model and no version of it is still loading
+    (TF Serving's LOADING comes before AVAILABLE or END; a test must not catch it)."""
+    return bool(states) and all(state not in ("START", "LOADING", "UNLOADING")
+                                for _, state in states)

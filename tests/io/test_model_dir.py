@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 
 import kbert
-from kbert.config import BertConfig
 from kbert.io.model_dir import assign_encoder_weights, encoder_weights, read_checkpoint
+from helpers.checks import assert_outputs_close
+from helpers.tiny import VOCAB, tiny_config
 
-CONFIG = BertConfig(vocabulary_size=12, num_layers=1, num_heads=2, hidden_dim=8,
-                    intermediate_dim=16, max_sequence_length=16)
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d", "##s", ".", "!"]
+CONFIG = tiny_config()
+H = CONFIG.hidden_dim
 
 
 def test_save_and_load_round_trip(tmp_path):
     model = kbert.build_encoder(CONFIG)
-    heads = {"nsp_head/kernel": np.ones((8, 2), np.float32)}
+    heads = {"nsp_head/kernel": np.ones((H, 2), np.float32)}
     kbert.save_model(model, CONFIG, tmp_path / "m", VOCAB, lowercase=False, heads=heads)
     assert sorted(os.listdir(tmp_path / "m")) == [
         "config.json", "tokenizer_config.json", "vocab.txt", "weights.safetensors"]
@@ -26,12 +26,13 @@ def test_save_and_load_round_trip(tmp_path):
     assert np.array_equal(checkpoint.weights["nsp_head/kernel"], heads["nsp_head/kernel"])
     x = {"token_ids": np.array([[2, 5, 3]], "int32"), "segment_ids": np.zeros((1, 3), "int32"),
          "padding_mask": np.ones((1, 3), "int32")}
-    np.testing.assert_array_equal(model(x)["pooled_output"], loaded(x)["pooled_output"])
+    assert_outputs_close(loaded(x), model(x), atol=0, rtol=0, what="loaded model")
 
 
 def test_vocab_size_must_match(tmp_path):
     model = kbert.build_encoder(CONFIG)
-    with pytest.raises(ValueError, match="vocabulary has 3 tokens but config.vocabulary_size is 12"):
+    with pytest.raises(ValueError, match="vocabulary has 3 tokens but config.vocabulary_size "
+                                         f"is {len(VOCAB)}"):
         kbert.save_model(model, CONFIG, tmp_path / "m", VOCAB[:3])
     assert not os.path.exists(tmp_path / "m")
 
@@ -40,10 +41,10 @@ def test_assign_is_all_or_nothing():
     model = kbert.build_encoder(CONFIG)
     before = encoder_weights(model)
     weights = dict(before)
-    weights["pooler/kernel"] = np.zeros((8, 4), np.float32)
+    weights["pooler/kernel"] = np.zeros((H, 4), np.float32)
     weights["token_embedding/embeddings"] = weights["token_embedding/embeddings"] + 1
-    with pytest.raises(ValueError, match=r"'pooler/kernel' has shape \(8, 4\), "
-                                         r"the model expects \(8, 8\)"):
+    with pytest.raises(ValueError, match=rf"'pooler/kernel' has shape \({H}, 4\), "
+                                         rf"the model expects \({H}, {H}\)"):
         assign_encoder_weights(model, weights, "test")
     after = encoder_weights(model)
     assert all(np.array_equal(before[k], after[k]) for k in before)

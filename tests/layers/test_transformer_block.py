@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 
 from kbert.layers import TransformerBlock, gelu_exact
+from helpers.checks import (check_eager_equals_graph, check_mixed_bfloat16,
+                            check_serialization_round_trip, dtype_policy)
 
 HIDDEN, HEADS, INTERMEDIATE = 64, 4, 256
 
@@ -48,13 +50,11 @@ def test_same_variables_as_keras_hub():
 def test_forward_matches_keras_hub(activation):
     ours, reference = _pair(activation)
     x, mask = _inputs()
-    expected = reference(x, padding_mask=mask).numpy()
-    np.testing.assert_allclose(ours(x, padding_mask=mask).numpy(), expected, atol=2e-5)
+    # Eager, and inside a graph (where the oneDNN fusions happen).
+    check_eager_equals_graph(lambda a, m: ours(a, padding_mask=m), x, mask,
+                             want=reference(x, padding_mask=mask), atol=2e-5)
     # Without a mask every position attends everywhere, in both.
     np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=2e-5)
-    # Inside a graph (where the oneDNN fusions happen), too.
-    graph_ours = tf.function(lambda a, m: ours(a, padding_mask=m))
-    np.testing.assert_allclose(graph_ours(x, mask).numpy(), expected, atol=2e-5)
 
 
 @pytest.mark.parametrize("training", [False, True])  # True: LayerNorm's own gradient
@@ -100,18 +100,12 @@ def test_key_bias_changes_no_output_and_inference_gives_it_a_zero_gradient():
 
 
 def test_mixed_bfloat16_close_to_keras_hub():
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        ours, reference = _pair()
-    finally:
-        keras.config.set_dtype_policy("float32")
+    with dtype_policy("mixed_bfloat16"):
+        ours, reference = _pair()  # keras-hub's block under the same policy
     x, mask = _inputs()
-    got = ours(x, padding_mask=mask)
-    assert got.dtype == tf.bfloat16
-    want = tf.cast(reference(x, padding_mask=mask), tf.float32).numpy()
-    got = tf.cast(got, tf.float32).numpy()
-    assert np.abs(got - want).mean() < 0.02
-    assert np.abs(got - want).max() < 0.25
+    check_mixed_bfloat16(ours, ours(x, padding_mask=mask),
+                         tf.cast(reference(x, padding_mask=mask), tf.float32),
+                         mean_abs=0.02, max_abs=0.25)
 
 
 def test_dropout_only_in_training():
@@ -144,15 +138,11 @@ def test_query_positions_k_gives_the_first_rows_of_the_full_output(rows):
     ours, _ = _pair()
     x, mask = _inputs()
     full = ours(x, padding_mask=mask).numpy()
-    graph = tf.function(lambda a, m: ours(a, padding_mask=m, query_positions=rows))
-    for got in (ours(x, padding_mask=mask, query_positions=rows), graph(x, mask)):
-        assert tuple(got.shape) == (3, min(rows, 11), HIDDEN)
-        np.testing.assert_allclose(got.numpy(), full[:, :rows], atol=2e-5)
-    # With dynamic shapes too (batch and length unknown when traced).
+    assert full[:, :rows].shape == (3, min(rows, 11), HIDDEN)
+    # Eager, traced, and traced with batch and length unknown.
     spec = [tf.TensorSpec([None, None, HIDDEN]), tf.TensorSpec([None, None], tf.int32)]
-    dynamic = tf.function(lambda a, m: ours(a, padding_mask=m, query_positions=rows),
-                          input_signature=spec)
-    np.testing.assert_allclose(dynamic(x, mask).numpy(), full[:, :rows], atol=2e-5)
+    check_eager_equals_graph(lambda a, m: ours(a, padding_mask=m, query_positions=rows),
+                             x, mask, want=full[:, :rows], atol=2e-5, input_signature=spec)
     # A key the rows attend to does change them (the keys are not cut to the rows).
     changed = x.numpy().copy()
     changed[0, 10] += 3.0
@@ -216,13 +206,8 @@ def test_transpose_bits_equals_transpose_with_its_gradient(dtype):
 
 def test_config_round_trip():
     ours, _ = _pair()
-    clone = TransformerBlock.from_config(ours.get_config())
-    clone.build((None, None, HIDDEN))
-    for a, b in zip(clone.weights, ours.weights):
-        a.assign(b)
     x, mask = _inputs()
-    np.testing.assert_array_equal(clone(x, padding_mask=mask).numpy(),
-                                  ours(x, padding_mask=mask).numpy())
+    check_serialization_round_trip(ours, lambda layer: layer(x, padding_mask=mask))
 
 
 def test_hidden_not_divisible_by_heads_is_an_error():

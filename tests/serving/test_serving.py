@@ -7,8 +7,8 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -21,7 +21,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from kbert.serving import PredictionClient, RestClient, ServingError
 from kbert.serving.client import to_array
 from kbert.serving.server import ModelServer
-from helpers.serving_models import LABELS, save_classifier
+from helpers.serving_models import (LABELS, publish, save_classifier, settled,
+                                    unpublish, version_states, wait_until)
 from helpers.paths import REPO
 
 TEXTS = ["w1 w2 w3", "", "   \t ", "W4 w5, w6!", "naïve w7 " * 30]
@@ -222,41 +223,25 @@ def test_rest_errors(server, client, path, body, status):
     assert client.predict("clf", {"text": ["w1"]})["probabilities"].shape == (1, 3)
 
 
-def _wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def _state(client, name):
-    try:
-        return [(s["version"], s["state"]) for s in client.status(name)]
-    except ServingError:
-        return None
-
-
 def test_new_version_without_restart(server, client, root):
-    def install(source, version):
-        tmp = os.path.join(root, "hot", f".{version}.tmp")
-        shutil.copytree(source, tmp)
-        os.rename(tmp, os.path.join(root, "hot", str(version)))  # appears whole
-
-    os.makedirs(os.path.join(root, "hot"))
-    install(os.path.join(root, "clf", "1"), 1)
-    _wait_for(lambda: _state(client, "hot") == [(1, "AVAILABLE")])
+    hot = os.path.join(root, "hot")
+    publish(os.path.join(root, "clf", "1"), hot, 1)
+    assert wait_until(lambda: version_states(client, "hot"), settled) == [(1, "AVAILABLE")]
     assert "text_pair" not in client.metadata("hot")["serving_default"]["inputs"]
-    install(os.path.join(root, "pair", "1"), 2)  # version 2 takes two inputs
-    _wait_for(lambda: _state(client, "hot") == [(1, "END"), (2, "AVAILABLE")])
+    publish(os.path.join(root, "pair", "1"), hot, 2)  # version 2 takes two inputs
+    states = wait_until(lambda: version_states(client, "hot"),
+                        lambda s: settled(s) and len(s) == 2)
+    assert states == [(1, "END"), (2, "AVAILABLE")]
     out = client.predict("hot", {"text": ["w1"], "text_pair": ["w2"]})
     assert out["probabilities"].shape == (1, 3)
     with pytest.raises(ServingError) as error:
         client.predict("hot", {"text": ["w1"]}, version=1)
     assert error.value.code == grpc.StatusCode.NOT_FOUND
-    shutil.rmtree(os.path.join(root, "hot"))
-    _wait_for(lambda: _state(client, "hot") == [(1, "END"), (2, "END")])
+    # Gone in one step: an rmtree seen half-done could make version 1 the latest again.
+    unpublish(hot)
+    states = wait_until(lambda: version_states(client, "hot"),
+                        lambda s: settled(s) and dict(s)[2] == "END")
+    assert states == [(1, "END"), (2, "END")]
     with pytest.raises(ServingError) as error:
         client.predict("hot", {"text": ["w1"], "text_pair": ["w2"]})
     assert error.value.code == grpc.StatusCode.NOT_FOUND
@@ -401,22 +386,24 @@ def test_broken_versions_do_not_serve(server, client, root):
         writer.write(prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
     os.rename(os.path.join(root, "broken", ".1"), os.path.join(root, "broken", "1"))
-    _wait_for(lambda: (_state(client, "broken") or [(0, "")])[0][1] == "END")
+    assert wait_until(lambda: version_states(client, "broken"), settled) == [(1, "END")]
     status = client.status("broken")[0]
     assert status["error_code"] == "INVALID_ARGUMENT" and "nope" in status["error_message"]
 
-    shutil.copytree(source, os.path.join(root, "broken2", "1"))
-    _wait_for(lambda: _state(client, "broken2") == [(1, "AVAILABLE")])
+    publish(source, os.path.join(root, "broken2"), 1)
+    assert wait_until(lambda: version_states(client, "broken2"), settled) == [(1, "AVAILABLE")]
     os.makedirs(os.path.join(root, "broken2", ".2"))
     with open(os.path.join(root, "broken2", ".2", "saved_model.pb"), "wb") as f:
         f.write(b"not a protobuf")
     os.rename(os.path.join(root, "broken2", ".2"), os.path.join(root, "broken2", "2"))
-    _wait_for(lambda: len(_state(client, "broken2")) == 2)
-    assert _state(client, "broken2") == [(1, "AVAILABLE"), (2, "END")]
+    # Version 2 is LOADING before it is END: wait until no version is loading.
+    states = wait_until(lambda: version_states(client, "broken2"),
+                        lambda s: settled(s) and len(s) == 2)
+    assert states == [(1, "AVAILABLE"), (2, "END")]
     assert client.status("broken2", version=2)[0]["error_message"]
     assert client.predict("broken2", {"text": ["w1"]})["probabilities"].shape == (1, 3)
-    shutil.rmtree(os.path.join(root, "broken"))
-    shutil.rmtree(os.path.join(root, "broken2"))
+    unpublish(os.path.join(root, "broken"))
+    unpublish(os.path.join(root, "broken2"))
 
 
 def test_format_outputs():
@@ -455,3 +442,54 @@ def test_cli_serve_and_sigterm(root):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _listening_socket():
+    """A socket listening on a free 127.0.0.1 port: that port is in use."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+def test_cli_serve_port_in_use(tmp_path):
+    """`kbert serve` on a gRPC port another socket listens on: exit status 2 and one
+    error line naming the address and the reason; no traceback (nor gRPC's own log line),
+    nothing served. (An empty ROOT: no model needs loading before the port is bound.)"""
+    import subprocess
+    import sys
+
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "kbert.cli", "serve", str(tmp_path), "--port", str(port),
+             "--no-rest", "--poll-seconds", "0"], cwd=REPO, capture_output=True, text=True,
+            timeout=120, env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr and "add_port" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("kbert ")]
+    assert errors == [f"kbert serve: error: cannot listen on 127.0.0.1:{port} for gRPC: "
+                      "Address already in use"], result.stderr
+
+
+def test_rest_port_in_use(tmp_path):
+    """The REST port in use: the same kind of error, and the gRPC port bound before it is
+    let go."""
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        server = ModelServer(tmp_path, port=0, rest_port=port, poll_seconds=0)
+        with pytest.raises(ValueError) as error:
+            server.start()
+    assert str(error.value) == \
+        f"cannot listen on 127.0.0.1:{port} for REST: Address already in use"
+
+    def grpc_port_free():
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", server.port))
+            except OSError:
+                return False
+        return True
+
+    wait_until(grpc_port_free, bool, timeout=10)

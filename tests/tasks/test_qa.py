@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbert.config import BertConfig
 from kbert.data.squad import read_squad
-from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
 from kbert.tasks.qa.task import QATask
 from kbert.tasks.qa.decode import answer_text, decode_spans
@@ -18,7 +16,7 @@ from kbert.tasks.qa.squad_metrics import exact_match, f1, normalize_answer, squa
 from kbert.text.tokenizer import Tokenizer
 
 from helpers.qa import VOCAB, learnable_examples
-
+from helpers.tiny import tiny_config, tiny_encoder
 
 
 @pytest.fixture(scope="module")
@@ -312,10 +310,7 @@ def test_tiny_qa_trains_and_serving_matches_predict(tokenizer, tmp_path):
     train, evaluation = learnable_examples(160, 0), learnable_examples(20, 1)
     spec = task.make_spec(train, seq_len=24, doc_stride=8, max_query_length=4)
     assert spec.null_score_threshold is None and spec.seq_len == 24
-    keras.utils.set_random_seed(0)
-    config = BertConfig.from_preset("tiny", num_layers=1, vocabulary_size=len(VOCAB),
-                                    max_sequence_length=32)
-    model = build_task_model(build_encoder(config), spec)
+    model = build_task_model(tiny_encoder(tiny_config(len(VOCAB)), seed=0), spec)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=task.loss(spec))
     data = task.dataset(train, tokenizer, spec, batch_size=16, training=True)
     x, y, weights = next(iter(data))

@@ -3,21 +3,11 @@
 import json
 import os
 
-from helpers.finetune import tiny_model_dir
+from helpers.finetune import tiny_model_dir, write_squad as _write_squad
 from helpers.qa import learnable_examples as _learnable_examples
 
 from kbert import cli
 from kbert.training.finetune import predict
-
-
-def _write_squad(path, examples, title):
-    paragraphs = [{"context": e.context, "qas": [{
-        "id": e.id, "question": e.question,
-        "answers": [{"text": a.text, "answer_start": a.start} for a in e.answers]}]}
-        for e in examples]
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"version": "1.1", "data": [{"title": title, "paragraphs": paragraphs}]}, f)
-    return str(path)
 
 
 def test_cli_finetune_qa_evaluate_predict(tmp_path, capsys):

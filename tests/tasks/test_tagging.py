@@ -8,15 +8,16 @@ import pytest
 import tensorflow as tf
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from kbert.config import BertConfig
 from kbert.data.conll import Sentence
-from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model
 from kbert.tasks.tagging.conlleval import conlleval
 from kbert.tasks.tagging.windows import make_windows, merge_windows, pieces_of_words
 from kbert.tasks.tagging.task import TaggingTask, detect_tag_scheme
 from kbert.text.tokenizer import Tokenizer
 from kbert.training.optimizers import create_optimizer
+from helpers.checks import check_tflite_parity
+from helpers.graphs import tflite_runner
+from helpers.tiny import save_tiny_model, tiny_config, tiny_encoder
 
 FIRST = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + FIRST + ["##xy", "##zz"]
@@ -145,8 +146,7 @@ def test_batches_trimmed_to_longest_window(tokenizer):
                  (w["logits"], fw["logits"])):
         np.testing.assert_array_equal(a, b[:, :19])
         assert not np.any(b[:, 19:])
-    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1)
-    model = build_task_model(build_encoder(config), spec)
+    model = build_task_model(tiny_encoder(tiny_config(len(VOCAB))), spec)
     real = fx["padding_mask"].numpy()[:, :19, None] > 0
     np.testing.assert_allclose(np.where(real, model(x)["logits"], 0),
                                np.where(real, model(fx)["logits"][:, :19], 0), atol=1e-5)
@@ -248,13 +248,9 @@ def _tiny_data(n, seed):
 
 @pytest.fixture(scope="module")
 def trained(tokenizer):
-    keras_utils = pytest.importorskip("keras").utils
-    keras_utils.set_random_seed(1)
     train = _tiny_data(160, seed=1)
     spec = TASK.make_spec(train, seq_len=12, doc_stride=4, classifier_dropout=0.0)
-    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
-                                    max_sequence_length=64)
-    model = build_task_model(build_encoder(config), spec)
+    model = build_task_model(tiny_encoder(tiny_config(len(VOCAB)), seed=1), spec)
     epochs, batch = 6, 8
     steps = epochs * sum(1 for _ in TASK.dataset(train, tokenizer, spec, batch, False))
     model.compile(optimizer=create_optimizer(2e-3, steps, weight_decay=0.0),
@@ -357,11 +353,8 @@ def test_finetune_tag_end_to_end(tmp_path, tokenizer, capsys):
 
     from kbert.cli import main
     from kbert.training.finetune import evaluate
-    from kbert.io.model_dir import save_model
 
-    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
-                                    max_sequence_length=64)
-    save_model(build_encoder(config), config, tmp_path / "pre", VOCAB)
+    save_tiny_model(tmp_path / "pre", VOCAB)
     entity = {"N1": "B-ORG", "N2": "I-ORG", "V1": "O", "V2": "O", "X": "B-PER"}
     data = [_sentence(s.words, [entity[t] for t in s.labels]) for s in _tiny_data(48, 5)]
     train = _conll_file(tmp_path / "train.txt", data[:32])
@@ -393,20 +386,16 @@ def test_finetune_tag_end_to_end(tmp_path, tokenizer, capsys):
 
 
 @pytest.mark.slow
-def test_serving_graph_converts_to_tflite(tmp_path, tokenizer):
+def test_serving_graph_converts_to_tflite(tokenizer):
     """The serving graph (tokenizer, windows, merge, tag lookup) converts to TFLite
-    builtins plus the tokenizer's two tf-text ops and gives the SavedModel's outputs."""
-    import tensorflow_text
-    from ai_edge_litert.interpreter import InterpreterWithCustomOps
-
+    builtins plus the tokenizer's two tf-text ops and gives the graph's outputs."""
     from kbert.export.tflite import CHAR_OFFSET_OUTPUTS
 
     spec = TaskSpec("tagging", labels=("A", "B", "O"), seq_len=10, doc_stride=3)
     # The approximate GELU: exact GELU's Erfc is the encoder's TFLite question, not this
     # graph's.
-    config = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), num_layers=1,
-                                    activation="gelu_approximate")
-    model = build_task_model(build_encoder(config), spec)
+    config = tiny_config(len(VOCAB), activation="gelu_approximate")
+    model = build_task_model(tiny_encoder(config), spec)
 
     class Serving(tf.Module):
         def __init__(self):
@@ -421,21 +410,7 @@ def test_serving_graph_converts_to_tflite(tmp_path, tokenizer):
             return {k: v for k, v in outputs.items() if k not in CHAR_OFFSET_OUTPUTS}
 
     module = Serving()
-    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
-    converter.allow_custom_ops = True
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    interpreter = InterpreterWithCustomOps(
-        model_content=converter.convert(),
-        custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
-    runner = interpreter.get_signature_runner()
+    runner = tflite_runner(module.serve.get_concrete_function(), module)
     for text in ["Ab cdxy, ef.", "", " ".join(["abzz", "cd", "efxy"] * 5) + " \u00e9gh"]:
-        got = runner(text=np.array([text], dtype=object))
-        expected = module.serve(tf.constant([text]))
-        for key, value in expected.items():
-            value = value.numpy()
-            if key == "tags":
-                got[key] = np.array([t if isinstance(t, bytes) else t.encode()
-                                     for t in got[key].reshape(-1)],
-                                    dtype=object).reshape(got[key].shape)
-            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        check_tflite_parity(runner, module.serve, {"text": np.array([text], dtype=object)},
+                            atol=0)

@@ -6,21 +6,18 @@ import os
 import numpy as np
 import pytest
 
-from kbert.config import BertConfig
 from kbert.models.encoder import build_encoder
 from kbert.tasks import TaskSpec, build_task_model, load_task_model, save_task_model
+from helpers.checks import assert_outputs_close
+from helpers.tiny import VOCAB, random_features, save_tiny_task_model, tiny_config
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
-CONFIG = BertConfig.from_preset("tiny", vocabulary_size=len(VOCAB), max_sequence_length=128,
-                                num_layers=1)
+# T up to 128: the specs below keep TaskSpec's default seq_len (128), which loading checks
+# against the model's max_sequence_length.
+CONFIG = tiny_config(max_sequence_length=128)
 
 
-def _inputs(batch=3, length=16, seed=0):
-    rng = np.random.default_rng(seed)
-    mask = np.ones((batch, length), np.int32)
-    mask[0, 10:] = 0
-    return {"token_ids": rng.integers(5, len(VOCAB), (batch, length)).astype(np.int32),
-            "segment_ids": np.zeros((batch, length), np.int32), "padding_mask": mask}
+def _inputs():
+    return random_features(3, 16, lengths=[10, 16, 16])
 
 
 @pytest.mark.parametrize("spec, shapes", [
@@ -42,9 +39,7 @@ def test_round_trip(tmp_path, spec, shapes):
         assert json.load(f)["task"] == spec.task
     loaded, loaded_spec, checkpoint = load_task_model(out)
     assert loaded_spec == spec and checkpoint.lowercase is False
-    after = loaded(x)
-    for k in before:
-        np.testing.assert_allclose(np.asarray(after[k]), before[k], atol=1e-6)
+    assert_outputs_close(loaded(x), before, atol=1e-6, what="reloaded task model")
 
 
 def test_fresh_head_from_pretrained_dir(tmp_path):
@@ -61,9 +56,8 @@ def test_fresh_head_from_pretrained_dir(tmp_path):
 
 
 def test_wrong_head_shape_is_named(tmp_path):
-    spec = TaskSpec("classification", labels=("a", "b"))
-    model = build_task_model(build_encoder(CONFIG), spec)
-    out = save_task_model(tmp_path / "m", model, spec, CONFIG, VOCAB)
+    out, _ = save_tiny_task_model(tmp_path / "m", TaskSpec("classification", labels=("a", "b")),
+                                  config=CONFIG)
     TaskSpec("classification", labels=("a", "b", "c")).save(os.path.join(out, "task.json"))
     with pytest.raises(ValueError, match=r"classifier/kernel.*\(128, 2\).*\(128, 3\)"):
         load_task_model(out)

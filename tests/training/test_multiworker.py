@@ -6,6 +6,8 @@ a single process fed the same global batches. A second test checks that Keras st
 breaks without each half of kbert's workaround, so we notice when upstream fixes it.
 """
 
+import contextlib
+import errno
 import json
 import os
 import socket
@@ -18,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from kbert.training import distribute
+from helpers.multiworker_train import WORKER_ENV, reserved_ports
 from helpers.paths import REPO
 
 ROOT = REPO  # the repository root
@@ -25,24 +28,11 @@ HELPER = os.path.join(ROOT, "tests", "helpers", "multiworker_train.py")
 PROCESS_TIMEOUT_S = 90
 
 
-def _free_ports(n):
-    # Bind all first so the n ports differ; the OS could hand one out again before the
-    # workers bind it, an accepted (rare) race on a test machine.
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _start(out_dir, tf_config, *args):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env.update(PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     if tf_config is not None:
-        env["TF_CONFIG"] = json.dumps(tf_config)
+        env.update(WORKER_ENV, TF_CONFIG=json.dumps(tf_config))
     name = tf_config["task"]["index"] if tf_config else "reference"
     log = open(os.path.join(out_dir, f"log_{name}.txt"), "w")
     process = subprocess.Popen([sys.executable, HELPER, "--out", str(out_dir), *args],
@@ -51,12 +41,16 @@ def _start(out_dir, tf_config, *args):
     return process
 
 
-def _start_cluster(out_dir, *args, workers=2):
+@contextlib.contextmanager
+def _cluster(out_dir, *args, workers=2):
+    """Starts `workers` worker processes on 127.0.0.1 and yields them; their ports stay
+    reserved until the block ends (wait for the workers inside it)."""
     os.makedirs(out_dir, exist_ok=True)
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(workers)]
-    return [_start(out_dir, {"cluster": {"worker": addresses},
-                             "task": {"type": "worker", "index": i}}, *args)
-            for i in range(workers)]
+    with reserved_ports(workers) as ports:
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        yield [_start(out_dir, {"cluster": {"worker": addresses},
+                                "task": {"type": "worker", "index": i}}, *args)
+               for i in range(workers)]
 
 
 def _wait(processes, timeout=PROCESS_TIMEOUT_S):
@@ -102,9 +96,9 @@ def _result(out_dir, task):
 def test_two_workers_train_like_one_process(tmp_path, input_kind):
     cluster_dir, reference_dir = tmp_path / "cluster", tmp_path / "reference"
     reference_dir.mkdir()
-    processes = _start_cluster(cluster_dir, "--input", input_kind)
-    processes.append(_start(reference_dir, None, "--input", input_kind))
-    codes = _wait(processes)
+    with _cluster(cluster_dir, "--input", input_kind) as processes:
+        processes.append(_start(reference_dir, None, "--input", input_kind))
+        codes = _wait(processes)
     for name, out, code in [(0, cluster_dir, codes[0]), (1, cluster_dir, codes[1]),
                             ("reference", reference_dir, codes[2])]:
         assert code == 0, f"{name} exited with {code}:\n{_log(out, name)[-3000:]}"
@@ -131,14 +125,39 @@ def test_two_workers_train_like_one_process(tmp_path, input_kind):
 def test_keras_still_needs_each_half_of_the_patch(tmp_path, patched, failure):
     """Fails when upstream Keras fixes a half: then delete that half from
     kbert/distribute.py (and this case)."""
-    processes = _start_cluster(tmp_path, "--patch", patched, "--steps", "1")
-    codes = _wait(processes)
+    with _cluster(tmp_path, "--patch", patched, "--steps", "1") as processes:
+        codes = _wait(processes)
     logs = [_log(tmp_path, i) for i in range(2)]
     if all(code == 0 for code in codes):
         pytest.fail(f"model.fit under MultiWorkerMirroredStrategy now works with only the "
                     f"'{patched}' half of kbert.training.distribute's patch: Keras fixed the other "
                     f"upstream; remove it")
     assert any(failure in log for log in logs), "\n\n".join(log[-3000:] for log in logs)
+
+
+def test_reserved_ports_are_held_and_bindable_by_a_worker():
+    """While reserved, a port cannot be bound by a socket without SO_REUSEPORT (what
+    another process would have), while a worker's server (SO_REUSEPORT, as
+    TF_GRPC_REUSE_PORT=1 makes TensorFlow's) binds it and gets the connections."""
+    with reserved_ports(2) as ports:
+        assert len(set(ports)) == 2
+        for reuse_address in (0, 1):  # 1: as gRPC binds without SO_REUSEPORT
+            with socket.socket() as other:
+                other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
+                with pytest.raises(OSError) as error:
+                    other.bind(("127.0.0.1", ports[0]))
+                assert error.value.errno == errno.EADDRINUSE
+        with socket.socket() as worker:
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            worker.bind(("0.0.0.0", ports[0]))
+            worker.listen()
+            with socket.create_connection(("127.0.0.1", ports[0]), timeout=5) as client:
+                accepted, _ = worker.accept()
+                with accepted:
+                    client.sendall(b"x")
+                    assert accepted.recv(1) == b"x"
+    with socket.socket() as other:  # released (ports[1]: no connection left in TIME_WAIT)
+        other.bind(("127.0.0.1", ports[1]))
 
 
 def test_select_strategy_without_tpu_cluster_or_gpus(monkeypatch):

@@ -46,12 +46,13 @@ def command(root, steps=360):
             "--seed", "1", "--out", str(root / "run")]
 
 
-def checkpoint_steps(root):
-    directory = root / "run" / "checkpoints"
-    if not directory.exists():
-        return []
-    return sorted(int(n[len("ckpt-"):-len(".index")]) for n in os.listdir(directory)
-                  if n.startswith("ckpt-") and n.endswith(".index"))
+def checkpoint_step(root):
+    """The step of the checkpoint a resumed run starts from (0 if none): the one that the
+    `checkpoint` state file names, as CheckpointManager reads it. The manager rewrites
+    that file atomically once a checkpoint's files are complete; a `ckpt-N.index` file
+    exists before then, so listing those races with a save in progress."""
+    latest = tf.train.latest_checkpoint(str(root / "run" / "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
 def start(root):
@@ -63,9 +64,9 @@ def start(root):
 def wait_for_checkpoint(process, root, at_least, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        steps = checkpoint_steps(root)
-        if steps and steps[-1] >= at_least:
-            return steps[-1]
+        step = checkpoint_step(root)
+        if step >= at_least:
+            return step
         if process.poll() is not None:
             raise AssertionError(f"run ended early:\n{process.stdout.read()}")
         time.sleep(0.2)
@@ -84,7 +85,7 @@ def test_sigterm_kill9_and_resume(tmp_path):
         out = first.communicate(timeout=60)[0]
         assert first.returncode == 143, out
         assert "run the same command again to resume" in out
-        stopped = checkpoint_steps(tmp_path)[-1]
+        stopped = checkpoint_step(tmp_path)
         assert not (tmp_path / "run" / "model").exists()
 
         second = start(tmp_path)
@@ -92,6 +93,10 @@ def test_sigterm_kill9_and_resume(tmp_path):
         reached = wait_for_checkpoint(second, tmp_path, stopped + 100)
         second.kill()  # SIGKILL: no chance to save anything
         second.wait(timeout=30)
+        # It may have saved again between the look above and the kill; dead now, the state
+        # file says where a resumed run starts.
+        killed_at = checkpoint_step(tmp_path)
+        assert killed_at >= reached
 
         third = start(tmp_path)
         processes.append(third)
@@ -102,13 +107,13 @@ def test_sigterm_kill9_and_resume(tmp_path):
         for p in processes:
             if p.poll() is None:
                 p.kill()
-    assert checkpoint_steps(tmp_path)[-1] == 360
+    assert checkpoint_step(tmp_path) == 360
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     steps = [r["step"] for r in records]
     assert steps[-1] == 360 and steps[0] == 5
     # The third run resumed at the last checkpoint of the second, not at 0 ...
     resumed_at = int(re.search(r"resumed from \S+ at step (\d+)", out).group(1))
-    assert reached <= resumed_at < reached + 20
+    assert resumed_at == killed_at
     third_first = next(r for r in records[::-1] if r["step"] <= resumed_at + 5)
     # ... and its loss continues where training was, far below the first steps' loss.
     assert third_first["masked_lm_loss"] < 0.8 * records[0]["masked_lm_loss"]
@@ -181,29 +186,27 @@ def test_init_from_a_converted_checkpoint_keeps_its_weights(tmp_path, fixtures_d
 @pytest.mark.slow
 def test_kbert_pretrain_on_two_workers(tmp_path):
     """The CLI under TF_CONFIG: two workers on 127.0.0.1, the chief writes the results."""
-    import socket
+    from helpers.multiworker_train import WORKER_ENV, reserved_ports
 
     write_corpus_and_vocab(tmp_path)
     documents = (tmp_path / "corpus.txt").read_text().split("\n\n")
     for i in range(2):  # one shard per worker at least
         (tmp_path / f"part{i}.txt").write_text("\n\n".join(documents[i::2]))
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
     cmd = command(tmp_path, steps=30)
     cmd[cmd.index("--corpus") + 1] = str(tmp_path / "part*.txt")
     processes = []
     try:
-        for index in range(2):
-            tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                         "task": {"type": "worker", "index": index}}
-            env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
-                       TF_CONFIG=json.dumps(tf_config))
-            processes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                              stderr=subprocess.STDOUT, text=True))
-        outputs = [p.communicate(timeout=240)[0] for p in processes]
+        # The ports stay reserved until the workers are done (bound beside the
+        # reservation: WORKER_ENV), so no other process can take one before they bind.
+        with reserved_ports(2) as ports:
+            for index in range(2):
+                tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                             "task": {"type": "worker", "index": index}}
+                env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
+                           TF_CONFIG=json.dumps(tf_config), **WORKER_ENV)
+                processes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.STDOUT, text=True))
+            outputs = [p.communicate(timeout=240)[0] for p in processes]
     finally:
         for p in processes:
             if p.poll() is None:
@@ -213,5 +216,5 @@ def test_kbert_pretrain_on_two_workers(tmp_path):
     assert "model directory" in outputs[0] and "chief worker writes" in outputs[1]
     run = tmp_path / "run"
     assert (run / "model" / "weights.safetensors").exists()
-    assert checkpoint_steps(tmp_path)[-1] == 30
+    assert checkpoint_step(tmp_path) == 30
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 6  # steps 5..30, chief

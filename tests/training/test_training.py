@@ -59,6 +59,23 @@ def test_gradient_accumulation_applies_every_n_batches():
     assert np.all(kernel.numpy() < 2.0)
 
 
+def test_gradient_accumulation_schedule_counts_optimizer_steps():
+    """Keras evaluates the schedule at its batch counter; with accumulation N the warm-up
+    and decay must still count optimizer steps (else the learning rate reaches 0 after
+    total_steps batches, 1/N of the run)."""
+    model = _dense_with_norm()
+    optimizer = create_optimizer(1.0, total_steps=4, warmup_steps=2, weight_decay=0.0,
+                                 clip_norm=None, gradient_accumulation_steps=3)
+    ones = [tf.ones_like(v) for v in model.trainable_variables]
+    rates = []
+    for _ in range(12):
+        optimizer.apply_gradients(zip(ones, model.trainable_variables))
+        rates.append(round(float(optimizer.learning_rate), 6))
+    assert int(optimizer.iterations.numpy()) == 4
+    # Warm-up over 2 updates (0.5, 1.0 at updates 1, 2), then linear decay to 0 at 4.
+    assert rates == [0.0, 0.0, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.0]
+
+
 @pytest.mark.parametrize("name", ["adamw", "lamb"])
 def test_gradient_accumulation_step_equals_one_step_on_the_mean_gradient(name):
     # Two accumulated batches move the weights exactly as one step on their mean gradient
