@@ -36,3 +36,23 @@ def trim_to_longest(x: dict, y=None, sample_weight=None, multiple: int = 8):
     parts = [tf.nest.map_structure(trim, part) for part in (x, y, sample_weight)
              if part is not None]
     return tuple(parts)
+
+
+def trim_features(features: dict, multiple: int) -> dict:
+    """Packed inference features cut to the batch's longest row (`TaskSpec.length_multiple`).
+
+    Args:
+        features: name -> tensor; `padding_mask` int32 [N, T] and every other [N, T, ...]
+            tensor (token ids, offsets, word indices) is cut along axis 1; others (e.g.
+            [N] window indices, [B, W] word offsets) pass unchanged.
+        multiple: 0 returns `features` as they are (every row T long); m > 0 cuts to
+            L = the longest row's length rounded up to m, at most T (a dynamic size: one
+            traced graph serves every L).
+
+    Returns:
+        the same names, [N, L, ...] where cut. Positions past L hold only padding, which
+        the encoder's attention masks out, so outputs at kept positions are unchanged.
+    """
+    if not multiple:
+        return features
+    return trim_to_longest(dict(features), multiple=multiple)[0]

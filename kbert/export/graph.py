@@ -28,6 +28,7 @@ from kbert.models.pretrainer import assign_weights, build_pretrainer
 from kbert.tasks.embeddings import check_pooling, embedding_features, embedding_serving_outputs
 from kbert.tasks.fill_mask import fill_mask_features, fill_mask_outputs
 from kbert.tasks.registry import kinds as task_kinds, task_for_kind
+from kbert.tasks.spec import DEFAULT_LENGTH_MULTIPLE, check_length_multiple
 from kbert.tasks.task_dir import load_task_model, read_task_spec
 from kbert.text import Tokenizer
 
@@ -115,6 +116,8 @@ class ServingGraph:
             returning named tensors; "serving_default", "tokenize" and "encode".
         variables: the raw `tf.Variable`s the functions read (each once).
         seq_len: T.
+        length_multiple: the signatures compute on the batch's longest row rounded up to
+            this (0: on T positions); `tflite_function` always on T.
         examples: input name -> example strings for the warm-up requests.
         tflite_function: what a TFLite model holds instead of serving_default, when the
             task's outputs need ops TFLite lacks (`Task.tflite_outputs`); None: the same.
@@ -127,6 +130,7 @@ class ServingGraph:
     seq_len: int
     examples: dict[str, list[str]]
     tflite_function: ServingFn | None = None
+    length_multiple: int = 0
 
 
 class ServingModule(tf.Module):
@@ -206,7 +210,8 @@ def model_kind(model_dir: str | os.PathLike) -> str:
 def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
                         seq_len: int | None = None, precision: str = "float32",
                         top_k: int = 5, pooling: str = "mean",
-                        normalize: bool = False) -> ServingGraph:
+                        normalize: bool = False,
+                        length_multiple: int = DEFAULT_LENGTH_MULTIPLE) -> ServingGraph:
     """Loads `model_dir` and builds the functions of its export.
 
     Args:
@@ -224,6 +229,10 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
         pooling, normalize: embedding: "mean", "cls" or "pooled", and whether to
             L2-normalise (see kbert.tasks.embeddings; MiniLM-style sentence embeddings:
             mean + normalize).
+        length_multiple: the SavedModel signatures compute each batch on its longest
+            packed row rounded up to this (at most T); 0: on all T positions
+            (`kbert.tasks.spec.TaskSpec.length_multiple`). The TFLite function always pads
+            to T: a static shape is what the converter and interpreter handle well.
     """
     model_dir = os.fspath(model_dir)
     if precision not in PRECISIONS:
@@ -251,21 +260,24 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
                          f"max_sequence_length {max_len}, got {seq_len!r}")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
+    check_length_multiple(length_multiple)
     tokenizer = Tokenizer(checkpoint.vocab, lowercase=checkpoint.lowercase)
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("bfloat16" if precision == "bfloat16" else "float32")
     try:
         if kind == "fill-mask":
-            graph = _fill_mask_graph(checkpoint, tokenizer, seq_len, top_k, model_dir)
+            graph = _fill_mask_graph(checkpoint, tokenizer, seq_len, top_k, model_dir,
+                                     length_multiple)
         elif kind == "embedding":
             graph = _embedding_graph(checkpoint, tokenizer, seq_len, pooling, normalize,
-                                     model_dir)
+                                     model_dir, length_multiple)
         else:
-            graph = _task_graph(model_dir, dataclasses.replace(spec, seq_len=seq_len),
-                                tokenizer)
+            graph = _task_graph(model_dir, dataclasses.replace(
+                spec, seq_len=seq_len, length_multiple=length_multiple), tokenizer)
     finally:
         keras.config.set_dtype_policy(previous)
+    graph.length_multiple = length_multiple
     return graph
 
 
@@ -299,29 +311,35 @@ def _signatures(kind: str, input_names: tuple[str, ...], features: ServingFn,
         examples={n: _EXAMPLES.get(n, _EXAMPLES["text"]) for n in input_names})
 
 
-def _fill_mask_graph(checkpoint, tokenizer, seq_len, top_k, source) -> ServingGraph:
+def _fill_mask_graph(checkpoint, tokenizer, seq_len, top_k, source,
+                     multiple) -> ServingGraph:
     encoder = build_encoder(checkpoint.config)
     model = build_pretrainer(encoder, checkpoint.config)  # shares the encoder's variables
     assign_weights(encoder, model, checkpoint.weights, source)
     graph = _signatures(
         "fill-mask", ("text",),
-        features=lambda x: fill_mask_features(tokenizer, seq_len, x["text"]),
-        outputs=lambda x: fill_mask_outputs(model, tokenizer, seq_len, top_k, x["text"]),
+        features=lambda x: fill_mask_features(tokenizer, seq_len, x["text"], multiple),
+        outputs=lambda x: fill_mask_outputs(model, tokenizer, seq_len, top_k, x["text"],
+                                            multiple),
         encoder=encoder, model=model, seq_len=seq_len)
     graph.examples = {"text": _FILL_MASK_EXAMPLES}
     return graph
 
 
 def _embedding_graph(checkpoint, tokenizer, seq_len, pooling, normalize,
-                     source) -> ServingGraph:
+                     source, multiple) -> ServingGraph:
     check_pooling(pooling, None, False, checkpoint.config.num_layers)
     encoder = build_encoder(checkpoint.config)
     assign_encoder_weights(encoder, checkpoint.weights, source=source)
+
+    def outputs(x, multiple=multiple):
+        return embedding_serving_outputs(encoder, tokenizer, x, seq_len, pooling, normalize,
+                                         length_multiple=multiple)
+
     return _signatures(
         "embedding", ("text",),
-        features=lambda x: embedding_features(tokenizer, x, seq_len),
-        outputs=lambda x: embedding_serving_outputs(encoder, tokenizer, x, seq_len, pooling,
-                                                    normalize),
+        features=lambda x: embedding_features(tokenizer, x, seq_len, multiple),
+        outputs=outputs, tflite_outputs=lambda x: outputs(x, multiple=0),
         encoder=encoder, model=encoder, seq_len=seq_len)
 
 
@@ -337,9 +355,10 @@ def _task_graph(model_dir, spec, tokenizer) -> ServingGraph:
             f"kbert cannot export {spec.task} models yet: its task module has no serving "
             "graph (Task.serving_inputs / serving_features / serving_outputs)") from None
     model, _, _ = load_task_model(model_dir)
+    static = dataclasses.replace(spec, length_multiple=0)  # TFLite: every row T long
     return _signatures(
         spec.task, names,
         features=lambda x: task.serving_features(tokenizer, spec, x),
         outputs=lambda x: task.serving_outputs(model, tokenizer, spec, x),
-        tflite_outputs=lambda x: task.tflite_outputs(model, tokenizer, spec, x),
+        tflite_outputs=lambda x: task.tflite_outputs(model, tokenizer, static, x),
         encoder=model.encoder, model=model, seq_len=spec.seq_len)

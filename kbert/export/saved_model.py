@@ -117,7 +117,7 @@ def export_info(graph: ServingGraph, model_dir: str, precision: str) -> dict:
     for a model with class or tag names their `labels` (index = id; the server's Classify
     answers with them)."""
     info = {"kind": graph.kind, "inputs": list(graph.input_names), "seq_len": graph.seq_len,
-            "precision": precision, "model_dir": os.path.abspath(model_dir),
+            "length_multiple": graph.length_multiple, "precision": precision, "model_dir": os.path.abspath(model_dir),
             "kbert": kbert.__version__, "tensorflow": tf.__version__,
             "tensorflow_text": tensorflow_text.__version__}
     spec = read_task_spec(model_dir)
@@ -138,7 +138,8 @@ def _write(module, signatures, out, name, examples, tflite, quantize, model_dir,
             json.dump(info, f, indent=2)
             f.write("\n")
         if examples is not None:
-            write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, examples)
+            write_warmup_requests(os.path.join(tmp, WARMUP_FILE), name, examples,
+                                  long_words=info["seq_len"])
         if tflite:
             write_module_tflite(module, os.path.join(tmp, TFLITE_FILE), quantize, model_dir,
                                 info["seq_len"])
@@ -148,18 +149,29 @@ def _write(module, signatures, out, name, examples, tflite, quantize, model_dir,
         os.chmod(tmp, 0o777 & ~umask)
 
 
-def write_warmup_requests(path: str, name: str, examples: dict[str, list[str]]) -> None:
-    """Writes TF Serving's warm-up file: a TFRecord of PredictionLogs, one PredictRequest
-    on `serving_default` with a batch of 1 and one with a batch of 2."""
+def write_warmup_requests(path: str, name: str, examples: dict[str, list[str]],
+                          long_words: int | None = None) -> None:
+    """Writes TF Serving's warm-up file: a TFRecord of PredictionLogs, PredictRequests on
+    `serving_default` with a batch of 1 and one of 2 (short texts) and, with `long_words`,
+    a batch of 1 whose texts have at least that many words (the first example repeated).
+
+    The long request makes the first real long input as fast as later ones: the
+    signatures compute on the batch's longest row, and oneDNN prepares its kernels per
+    shape, so warming up only short shapes would leave the long ones cold.
+    """
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    requests = [{k: v[:batch] for k, v in examples.items()} for batch in (1, 2)]
+    if long_words:
+        requests.append({k: [" ".join([v[0]] * -(-long_words // len(v[0].split())))]
+                         for k, v in examples.items()})
     with tf.io.TFRecordWriter(path) as writer:
-        for batch in (1, 2):
+        for inputs in requests:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = name
             request.model_spec.signature_name = "serving_default"
-            for input_name, strings in examples.items():
+            for input_name, strings in inputs.items():
                 request.inputs[input_name].CopyFrom(
-                    tf.make_tensor_proto(strings[:batch], dtype=tf.string))
+                    tf.make_tensor_proto(strings, dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from kbert.tasks.spec import DEFAULT_LENGTH_MULTIPLE, check_length_multiple
+
 PRECISIONS = ("float32", "bfloat16")
 QUANTIZATIONS = (None, "dynamic", "float16")
 
@@ -31,6 +33,10 @@ class ExportSettings:
         name: the model name (default: the model directory's base name).
         version: a positive int; default one more than the largest existing version.
         seq_len: T, the longest packed input (default: task.json's, else 128).
+        length_multiple: each request batch is computed on its longest packed row
+            rounded up to this multiple, at most T (0: every row padded to T, fixed
+            shapes). One traced function serves every length. TFLite models always pad to
+            T (docs/TFLITE.md).
         kind: "fill-mask" / "embedding" for a pre-trained model directory (default: from
             the directory); fine-tuned models export as their task.
         precision: "float32", or "bfloat16" (the encoder's weights stored and computed in
@@ -51,6 +57,10 @@ class ExportSettings:
         metavar="N")
     seq_len: int | None = _flag("sequence length (default: task.json's, else 128)", type=int,
                                 metavar="T")
+    length_multiple: int = _flag(
+        "compute each request batch on its longest text, rounded up to a multiple of M "
+        "tokens (at most T); 0: pad every text to T", default=DEFAULT_LENGTH_MULTIPLE,
+        type=int, metavar="M")
     kind: str | None = _flag(
         "for a pre-trained model directory (default: fill-mask when it has masked-LM "
         "heads, else embedding); fine-tuned models export as their task",
@@ -73,7 +83,11 @@ class ExportSettings:
     warmup: bool = True
     models_config: bool = True
 
+    def __post_init__(self):
+        check_length_multiple(self.length_multiple)
+
     def graph_options(self) -> dict[str, Any]:
         """The options `kbert.export.graph.build_serving_graph` takes."""
         return {"kind": self.kind, "seq_len": self.seq_len, "precision": self.precision,
-                "top_k": self.top_k, "pooling": self.pooling, "normalize": self.normalize}
+                "top_k": self.top_k, "pooling": self.pooling, "normalize": self.normalize,
+                "length_multiple": self.length_multiple}

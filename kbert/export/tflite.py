@@ -84,12 +84,19 @@ def export_tflite(source: str | os.PathLike, out_path: str | os.PathLike,
             raise ValueError(f"{source} is an exported SavedModel, its sequence length and "
                              "graph are fixed; seq_len and graph options apply only to a "
                              "model directory")
-        if _export_kind(source) == "qa":
+        info = _export_info(source)
+        if info.get("kind") == "qa":
             raise ValueError(f"{source} is a QA export: its answer text needs string ops "
                              "TFLite has no builtins for; convert the model directory "
                              "instead (`kbert export MODEL_DIR --tflite` or "
                              "export_tflite(MODEL_DIR, ...)), which stops the graph at the "
                              "answer span")
+        if info.get("length_multiple"):
+            raise ValueError(f"{source} is a length-adaptive export (each batch computed on "
+                             "its longest row); a TFLite model needs a static T: convert the "
+                             "model directory instead (`kbert export MODEL_DIR --tflite` or "
+                             "export_tflite(MODEL_DIR, ...)), or export with "
+                             "--length-multiple 0")
         content = convert_saved_model(source, quantize)
         _write_atomically(out_path, content)
     else:
@@ -215,14 +222,13 @@ def _without_outputs(function, module, names):
     return tf.function(kept, autograph=False).get_concrete_function(*specs)
 
 
-def _export_kind(saved_model_dir: str) -> str | None:
-    """The kind recorded in a kbert export's assets.extra/kbert_export.json (None when
-    there is no such file)."""
+def _export_info(saved_model_dir: str) -> dict:
+    """A kbert export's assets.extra/kbert_export.json ({} when there is no such file)."""
     path = os.path.join(saved_model_dir, INFO_FILE)
     if not os.path.isfile(path):
-        return None
+        return {}
     with open(path, encoding="utf-8") as f:
-        return json.load(f).get("kind")
+        return json.load(f)
 
 
 def _is_saved_model(path: str) -> bool:

@@ -159,9 +159,12 @@ class Task(abc.ABC):
     def serving_features(self, tokenizer, spec: TaskSpec,
                          inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The packed model inputs for `inputs`: token_ids / segment_ids / padding_mask
-        int32 [N, T] (N >= B when long texts are split into windows), plus any task-specific
+        int32 [N, L] (N >= B when long texts are split into windows), plus any task-specific
         int32 tensors the decoding needs (e.g. which example each window belongs to).
-        The export's `tokenize` signature returns these."""
+        The export's `tokenize` signature returns these. Pack to T = spec.seq_len, then
+        cut with `kbert.data.batching.trim_features(features, spec.length_multiple)` so
+        that L is the batch's longest row (rounded up; L = T when length_multiple is 0,
+        as for TFLite); a task that skips the cut computes on T positions."""
         raise NotImplementedError(f"{type(self).__name__} cannot be exported yet")
 
     def serving_outputs(self, model, tokenizer, spec: TaskSpec,

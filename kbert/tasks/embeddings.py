@@ -23,8 +23,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from kbert.data.batching import trim_features
 from kbert.io.model_dir import assign_encoder_weights, read_checkpoint
 from kbert.models.encoder import build_encoder
+from kbert.tasks.spec import DEFAULT_LENGTH_MULTIPLE
 from kbert.text import Tokenizer
 from kbert.text.packer import pack
 
@@ -91,20 +93,26 @@ def _l2_normalize(vectors: tf.Tensor) -> tf.Tensor:
     return vectors * tf.math.rsqrt(tf.maximum(squared, 1e-24))
 
 
-def embedding_features(tokenizer, inputs: dict[str, tf.Tensor], seq_len: int
+def embedding_features(tokenizer, inputs: dict[str, tf.Tensor], seq_len: int,
+                       length_multiple: int = DEFAULT_LENGTH_MULTIPLE
                        ) -> dict[str, tf.Tensor]:
-    """token_ids / segment_ids / padding_mask int32 [B, T] for `inputs["text"]` (string
-    [B]) and, if present, `inputs["text_pair"]` (a second segment)."""
+    """token_ids / segment_ids / padding_mask int32 [B, L] for `inputs["text"]` (string
+    [B]) and, if present, `inputs["text_pair"]` (a second segment): packed to T =
+    `seq_len`, then cut to L, the longest row rounded up to `length_multiple` (0: L = T;
+    see `kbert.tasks.spec.TaskSpec.length_multiple`)."""
     first = tokenizer.tokenize(inputs["text"])
     second = tokenizer.tokenize(inputs["text_pair"]) if "text_pair" in inputs else None
-    return pack(first, second, sequence_length=seq_len, cls_id=tokenizer.cls_id,
-                sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
+    return trim_features(pack(first, second, sequence_length=seq_len,
+                              cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+                              pad_id=tokenizer.pad_id), length_multiple)
 
 
 def embedding_serving_outputs(model, tokenizer, inputs: dict[str, tf.Tensor], seq_len: int,
                               pooling: str = "mean", normalize: bool = False,
                               layer: int | None = None,
-                              concat_last_four: bool = False) -> dict[str, tf.Tensor]:
+                              concat_last_four: bool = False,
+                              length_multiple: int = DEFAULT_LENGTH_MULTIPLE
+                              ) -> dict[str, tf.Tensor]:
     """Strings in, `{"embeddings": float32 [B, D]}` out.
 
     Args:
@@ -112,10 +120,12 @@ def embedding_serving_outputs(model, tokenizer, inputs: dict[str, tf.Tensor], se
             training=False.
         tokenizer: kbert.text.Tokenizer.
         inputs: {"text": string [B]} (and optionally "text_pair").
-        seq_len: T.
+        seq_len: T, the longest packed row (longer texts are truncated).
+        length_multiple: see `embedding_features` (0: every row padded to T).
+
     Core TF ops plus the tokenizer's, so the graph exports to SavedModel and TFLite.
     """
-    features = embedding_features(tokenizer, inputs, seq_len)
+    features = embedding_features(tokenizer, inputs, seq_len, length_multiple)
     if pooling == "pooled" or (pooling == "cls" and layer is None and not concat_last_four):
         # Only position 0 of the last block is read: run that block for [CLS] alone.
         outputs = model.cls_outputs(features)

@@ -12,8 +12,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kbert.data.batching import trim_features
 from kbert.io.model_dir import read_checkpoint
 from kbert.models.pretrainer import load_pretrainer
+from kbert.tasks.spec import DEFAULT_LENGTH_MULTIPLE
 from kbert.text import Tokenizer
 from kbert.text.packer import pack
 
@@ -70,7 +72,8 @@ def fill_mask(model_dir: str | os.PathLike, texts: list[str], top_k: int = 5
 
 # -- the serving graph (TF ops; `kbert export` of a pre-trained model) ----------------------
 
-def fill_mask_features(tokenizer, seq_len: int, text: tf.Tensor) -> dict[str, tf.Tensor]:
+def fill_mask_features(tokenizer, seq_len: int, text: tf.Tensor,
+                       length_multiple: int = DEFAULT_LENGTH_MULTIPLE) -> dict[str, tf.Tensor]:
     """Packed inputs for texts with "[MASK]" written in them.
 
     The text is split at each literal "[MASK]", the pieces are tokenized as usual and the
@@ -81,9 +84,11 @@ def fill_mask_features(tokenizer, seq_len: int, text: tf.Tensor) -> dict[str, tf
         tokenizer: a `kbert.text.Tokenizer`.
         seq_len: T.
         text: string [B].
+        length_multiple: as `kbert.tasks.spec.TaskSpec.length_multiple` (0: L = T).
 
     Returns:
-        token_ids / segment_ids / padding_mask int32 [B, T]; `mask_positions` int32 [B, M]
+        token_ids / segment_ids / padding_mask int32 [B, L] (L: the longest row rounded
+        up to `length_multiple`, at most T); `mask_positions` int32 [B, M]
         (M = most [MASK]s kept in one row of the batch, 0 in unused slots) and
         `mask_count` int32 [B] (the [MASK]s left after truncation to T).
     """
@@ -111,23 +116,25 @@ def fill_mask_features(tokenizer, seq_len: int, text: tf.Tensor) -> dict[str, tf
     first = tf.sort(key, axis=1)[:, :width]
     features["mask_positions"] = tf.where(first < seq_len, first, 0)
     features["mask_count"] = count
-    return features
+    return trim_features(features, length_multiple)
 
 
-def fill_mask_outputs(mlm_model, tokenizer, seq_len: int, top_k: int,
-                      text: tf.Tensor) -> dict[str, tf.Tensor]:
+def fill_mask_outputs(mlm_model, tokenizer, seq_len: int, top_k: int, text: tf.Tensor,
+                      length_multiple: int = DEFAULT_LENGTH_MULTIPLE
+                      ) -> dict[str, tf.Tensor]:
     """The `top_k` guesses for each [MASK] of each text.
 
     Args:
         mlm_model: a `kbert.models.pretrainer.BertPretrainer` (only `mlm_logits` is used).
         text: string [B].
+        length_multiple: see `fill_mask_features`.
 
     Returns:
         `top_tokens` string [B, M, K], `top_ids` int32 [B, M, K], `top_probabilities`
         float32 [B, M, K] (best first; "", -1, 0 in the slots of rows with fewer than M
         [MASK]s) and `mask_count` int32 [B].
     """
-    features = fill_mask_features(tokenizer, seq_len, text)
+    features = fill_mask_features(tokenizer, seq_len, text, length_multiple)
     logits = mlm_model({k: features[k] for k in
                         ("token_ids", "segment_ids", "padding_mask", "mask_positions")},
                        training=False)["mlm_logits"]

@@ -32,6 +32,18 @@ def known_kinds() -> tuple[str, ...]:
 
 TASK_FILE = "task.json"
 
+# Inference pads a batch to its longest packed row rounded up to this (`TaskSpec.
+# length_multiple`): few distinct shapes, kernels on multiples of 8, little padding.
+DEFAULT_LENGTH_MULTIPLE = 8
+
+
+def check_length_multiple(multiple) -> int:
+    """`multiple` if it is an int >= 0 (0: fixed length T), else ValueError."""
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 0:
+        raise ValueError(f"length_multiple must be an int >= 0 (0: pad every row to "
+                         f"seq_len), got {multiple!r}")
+    return multiple
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
@@ -55,6 +67,11 @@ class TaskSpec:
         read_options: the reading options the training file was read with (column
             names, file format), as sorted (name, value) pairs: `kbert evaluate` reads
             other files the same way unless told otherwise.
+        length_multiple: how inference pads (the serving graph, `predict`): m > 0 cuts
+            each batch to its longest packed row rounded up to a multiple of m, at most
+            `seq_len` (which stays the maximum and the truncation length); 0 pads every
+            row to `seq_len` (fixed shapes, as a TFLite model needs). Chosen at export /
+            predict time, not saved in task.json.
     """
 
     task: str
@@ -70,6 +87,7 @@ class TaskSpec:
     null_score_threshold: float | None = None
     tag_scheme: str = "none"
     read_options: tuple[tuple[str, Any], ...] = ()
+    length_multiple: int = DEFAULT_LENGTH_MULTIPLE
 
     def __post_init__(self):
         if self.task not in known_kinds():
@@ -92,6 +110,7 @@ class TaskSpec:
             raise ValueError(f"duplicate labels in {list(self.labels)}")
         if self.seq_len < 8:
             raise ValueError(f"seq_len must be at least 8, got {self.seq_len}")
+        check_length_multiple(self.length_multiple)
         if self.tag_scheme not in ("IOB1", "IOB2", "none"):
             raise ValueError(f"unknown tag_scheme {self.tag_scheme!r}; "
                              "choose IOB1, IOB2 or none")
@@ -105,11 +124,12 @@ class TaskSpec:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
         d["read_options"] = dict(self.read_options)
+        del d["length_multiple"]  # an inference choice, not part of the trained model
         return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "task spec") -> "TaskSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"length_multiple"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")

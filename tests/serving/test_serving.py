@@ -328,7 +328,7 @@ def test_serves_a_kbert_export(tmp_path, caplog, capsys):
     with caplog.at_level(logging.INFO, logger="kbert.serving"), \
             ModelServer(tmp_path / "root", port=0, rest_port=0, poll_seconds=0) as server, \
             PredictionClient(f"127.0.0.1:{server.port}") as client:
-        assert "nli version 1: replayed 2 warm-up request(s)" in caplog.text
+        assert "nli version 1: replayed 3 warm-up request(s)" in caplog.text
         got = client.predict("nli", {"text": first, "text_pair": second})
         want = direct(path, text=to_array("text", first), text_pair=to_array("p", second))
         assert sorted(got) == ["label_ids", "labels", "probabilities"]

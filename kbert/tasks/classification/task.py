@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kbert.data.batching import trim_to_longest
+from kbert.data.batching import trim_features, trim_to_longest
 from kbert.data.readers import TextExample, read_text_examples
 from kbert.tasks.classification import metrics
 from kbert.tasks.base import Task
@@ -349,8 +349,10 @@ class ClassificationTask(Task):
     def serving_features(self, tokenizer, spec: TaskSpec,
                          inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """`text_features` of the inputs: token_ids / segment_ids / padding_mask int32
-        [N, T] and example_index int32 [N]."""
-        return text_features(tokenizer, spec, inputs["text"], inputs.get("text_pair"))
+        [N, L] (L: the longest window, `TaskSpec.length_multiple`) and example_index
+        int32 [N]."""
+        return trim_features(text_features(tokenizer, spec, inputs["text"],
+                                           inputs.get("text_pair")), spec.length_multiple)
 
     def serving_outputs(self, model, tokenizer, spec: TaskSpec,
                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

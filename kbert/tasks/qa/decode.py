@@ -34,7 +34,8 @@ def decode_spans(spec: TaskSpec, start_logits: tf.Tensor, end_logits: tf.Tensor,
 
     Args:
         spec: a qa TaskSpec (n_best, max_answer_length, null_score_threshold).
-        start_logits, end_logits: float [N, T], the model's outputs on the windows.
+        start_logits, end_logits: float [N, L], the model's outputs on the windows
+            (L <= T; the windows' [N, L] tensors below have the same L).
         windows: from `kbert.tasks.qa.windows.qa_windows` (window_example,
             context_index, start_byte, end_byte, max_context).
         num_examples: int32 scalar, B.
@@ -48,8 +49,12 @@ def decode_spans(spec: TaskSpec, start_logits: tf.Tensor, end_logits: tf.Tensor,
     start_logits = tf.cast(start_logits, tf.float32)
     end_logits = tf.cast(end_logits, tf.float32)
     context_index = windows["context_index"]
-    seq_len = start_logits.shape[-1] or spec.seq_len
-    k = min(spec.n_best, seq_len)
+    # At most n_best candidates, and no more than the L positions there are (L is
+    # dynamic when inference cuts windows to the longest one). The candidates cut away
+    # beside n_best are padding, which the -inf mask below excludes anyway.
+    length = start_logits.shape[-1]
+    k = (min(spec.n_best, length) if length is not None
+         else tf.minimum(spec.n_best, tf.shape(start_logits)[-1]))
     neg_inf = tf.constant(float("-inf"), tf.float32)
 
     in_context = context_index >= 0

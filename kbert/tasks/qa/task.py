@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kbert.data.batching import trim_features
 from kbert.data.squad import SquadExample, read_squad
 from kbert.tasks.qa import CARD
 from kbert.tasks.base import Task
@@ -180,9 +181,11 @@ class QATask(Task):
 
     def serving_features(self, tokenizer, spec: TaskSpec,
                          inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """The windows (see kbert.tasks.qa.windows.qa_windows): model inputs [N, T] plus
-        window_example [N], context_index / start_byte / end_byte / max_context [N, T]."""
-        return qa_windows(tokenizer, spec, inputs["question"], inputs["context"])
+        """The windows (see kbert.tasks.qa.windows.qa_windows): model inputs [N, L] plus
+        window_example [N], context_index / start_byte / end_byte / max_context [N, L]
+        (L: the longest window, `TaskSpec.length_multiple`)."""
+        return trim_features(qa_windows(tokenizer, spec, inputs["question"],
+                                        inputs["context"]), spec.length_multiple)
 
     def serving_outputs(self, model, tokenizer, spec: TaskSpec,
                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -207,7 +210,8 @@ class QATask(Task):
     def _best_spans(model, tokenizer, spec: TaskSpec, inputs: dict[str, tf.Tensor]):
         question = tf.convert_to_tensor(inputs["question"], tf.string)
         context = tf.convert_to_tensor(inputs["context"], tf.string)
-        windows = qa_windows(tokenizer, spec, question, context)
+        windows = trim_features(qa_windows(tokenizer, spec, question, context),
+                                spec.length_multiple)
         outputs = model({name: windows[name] for name in MODEL_INPUTS}, training=False)
         return decode_spans(spec, outputs["start_logits"], outputs["end_logits"], windows,
                             tf.shape(question)[0])

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kbert.data.batching import trim_to_longest
+from kbert.data.batching import trim_features, trim_to_longest
 from kbert.data.conll import Sentence, read_tagging_file
 from kbert.tasks.base import Task
 from kbert.tasks.tagging.conlleval import conlleval
@@ -277,7 +277,8 @@ class TaggingTask(Task):
     def serving_features(self, tokenizer, spec: TaskSpec,
                          inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Windows of `inputs["text"]` (string [B]): token_ids / segment_ids /
-        padding_mask int32 [N, T], `example_index` int32 [N], `word_index` int32 [N, T],
+        padding_mask int32 [N, L] (L: the longest window, `TaskSpec.length_multiple`),
+        `example_index` int32 [N], `word_index` int32 [N, L],
         `num_words` int32 [B], `word_starts` / `word_ends` int32 [B, W] byte offsets."""
         _check_stride(spec)
         is_suffix = tf.constant([t.startswith(SUFFIX) and t != SUFFIX
@@ -290,7 +291,7 @@ class TaggingTask(Task):
         features["num_words"] = word_splits[1:] - word_splits[:-1]
         features["word_starts"] = dense_words(starts, word_splits, -1)
         features["word_ends"] = dense_words(ends, word_splits, -1)
-        return features
+        return trim_features(features, spec.length_multiple)
 
     def serving_outputs(self, model, tokenizer, spec: TaskSpec,
                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
