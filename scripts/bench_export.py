@@ -4,6 +4,9 @@ Every system starts from the same Python strings and ends with the same numbers 
 (class probabilities of a classifier, or sentence vectors of an embedder), at T = 128:
 
     savedmodel-fp32    kbert's exported SavedModel (tokenizer in the graph), float32
+                       (length-adaptive, the default export)
+    savedmodel-fp32-fixed  the same with --length-multiple 0 (every text padded to T, as
+                       exports were before length-adaptive signatures)
     savedmodel-bf16    the same exported with --precision bfloat16
     pytorch            Hugging Face transformers, PyTorch eager, BertTokenizerFast, float32
     pytorch-bf16       the same under torch.autocast("cpu", dtype=torch.bfloat16): the
@@ -45,7 +48,7 @@ import time
 
 import numpy as np
 
-SYSTEMS = ("savedmodel-fp32", "savedmodel-bf16", "pytorch", "pytorch-bf16", "onnxruntime",
+SYSTEMS = ("savedmodel-fp32", "savedmodel-fp32-fixed", "savedmodel-bf16", "pytorch", "pytorch-bf16", "onnxruntime",
            "tflite-fp32", "tflite-int8")
 LABELS = ("negative", "positive")
 BOOKS = "/work/shared/data/pretrain/books_corpus.txt"
@@ -96,18 +99,21 @@ def prepare(args, work: str) -> dict:
 
     from kbert.export.saved_model import export_saved_model
     root = os.path.join(work, "saved_models")
-    for precision, system in (("float32", "savedmodel-fp32"), ("bfloat16", "savedmodel-bf16")):
+    for precision, multiple, system in (("float32", 8, "savedmodel-fp32"),
+                                        ("float32", 0, "savedmodel-fp32-fixed"),
+                                        ("bfloat16", 8, "savedmodel-bf16")):
         if system in args.systems:
             paths[system] = export_saved_model(paths["model_dir"], root, name=system,
                                                version=1, seq_len=args.seq_len,
                                                precision=precision, warmup=False,
-                                               models_config=False)
+                                               models_config=False, length_multiple=multiple)
     from kbert.export.tflite import export_tflite
     for quantize, system in ((None, "tflite-fp32"), ("dynamic", "tflite-int8")):
         if system in args.systems:
-            paths[system] = export_tflite(paths.get("savedmodel-fp32") or paths["model_dir"],
+            # From the model directory: a TFLite model pads to a static T (docs/TFLITE.md).
+            paths[system] = export_tflite(paths["model_dir"],
                                           os.path.join(work, f"{system}.tflite"),
-                                          quantize=quantize)
+                                          quantize=quantize, seq_len=args.seq_len)
     if "onnxruntime" in args.systems:
         paths["onnxruntime"] = export_onnx(paths["hf_dir"], paths["head"],
                                            os.path.join(work, "model.onnx"), args.seq_len)

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbert.config import BertConfig
 from kbert.export.graph import ServingModule, build_serving_graph
-from kbert.models.encoder import build_encoder
-from kbert.tasks import TaskSpec, build_task_model
+from kbert.tasks import TaskSpec
 from kbert.text import Tokenizer
 from helpers.paths import FIXTURES
+from helpers.tiny import save_tiny_model, save_tiny_task_model, tiny_config
 
 VOCAB = os.path.join(FIXTURES, "tokenizer", "vocab.txt")
 T = 32
@@ -25,21 +24,10 @@ PAIRS = ["ok", "the dog", "something", "", "no", "the cat sat on the mat " * 5, 
 
 def _model_dir(root, kind):
     """A tiny model directory of `kind`; large initial weights make the outputs differ."""
-    from kbert.io.model_dir import save_model
-    from kbert.models.pretrainer import build_pretrainer, head_weights
-    from kbert.tasks import save_task_model
-
-    tokenizer = Tokenizer(VOCAB)
-    config = BertConfig.from_preset("tiny", vocabulary_size=tokenizer.vocabulary_size,
-                                    max_sequence_length=64, num_layers=2,
-                                    initializer_range=0.3)
-    tf.keras.utils.set_random_seed(3)
-    encoder = build_encoder(config)
-    if kind == "embedding":
-        return save_model(encoder, config, root / kind, VOCAB)
-    if kind == "fill-mask":
-        heads = head_weights(build_pretrainer(encoder, config))
-        return save_model(encoder, config, root / kind, VOCAB, heads=heads)
+    config = tiny_config(Tokenizer(VOCAB).vocabulary_size, initializer_range=0.3)
+    if kind in ("embedding", "fill-mask"):
+        return save_tiny_model(root / kind, VOCAB, config=config, seed=3,
+                               pretraining_heads=kind == "fill-mask")
     spec = {"classification": TaskSpec("classification", labels=("a", "b", "c"), seq_len=T,
                                        doc_stride=12),
             "pair": TaskSpec("classification", labels=("a", "b"), seq_len=T, pair=True),
@@ -48,7 +36,7 @@ def _model_dir(root, kind):
                                 doc_stride=10, tag_scheme="IOB2"),
             "qa": TaskSpec("qa", seq_len=T, doc_stride=8, max_query_length=8,
                            max_answer_length=6, n_best=20)}[kind]
-    return save_task_model(root / kind, build_task_model(encoder, spec), spec, config, VOCAB)
+    return save_tiny_task_model(root / kind, spec, VOCAB, config=config, seed=3)[0]
 
 
 def _inputs(names, texts):
