@@ -391,7 +391,9 @@ def test_serving_graph_converts_to_tflite(tokenizer):
     builtins plus the tokenizer's two tf-text ops and gives the graph's outputs."""
     from kbert.export.tflite import CHAR_OFFSET_OUTPUTS
 
-    spec = TaskSpec("tagging", labels=("A", "B", "O"), seq_len=10, doc_stride=3)
+    # length_multiple 0: a TFLite graph pads to a static T, as kbert's TFLite export does.
+    spec = TaskSpec("tagging", labels=("A", "B", "O"), seq_len=10, doc_stride=3,
+                    length_multiple=0)
     # The approximate GELU: exact GELU's Erfc is the encoder's TFLite question, not this
     # graph's.
     config = tiny_config(len(VOCAB), activation="gelu_approximate")
