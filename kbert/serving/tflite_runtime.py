@@ -1,25 +1,28 @@
 """`TFLiteModel`: runs a kbert .tflite model (strings in, named numpy arrays out) with
 `ai_edge_litert`'s interpreter and tf-text's kernels for the tokenizer ops.
 
-What the TFLite graph cannot hold is finished here, in Python: a QA model stops at the
-answer span (`start_byte`, `end_byte`; TFLite has no Substr / StringLength builtins), so the
-answer text and its character offsets are cut out of the context here; a tagger's
-character offsets are computed from its byte offsets (`kbert.text.offsets`).
+What the TFLite graph cannot hold is finished here: a QA model stops at the answer span
+(`start_byte`, `end_byte`; TFLite has no Substr / StringLength builtins), so the answer text
+and its character offsets are cut out of the context here; a tagger's character offsets are
+computed from its byte offsets. Both run the same TF functions the SavedModel's graph holds
+(`kbert.tasks.qa.decode.answer_text`, `kbert.text.offsets.char_offsets`), eagerly on the
+interpreter's outputs: one implementation, no Python copy to keep in step.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import unicodedata
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_text
 from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
 from kbert.export.tflite import CHAR_OFFSET_OUTPUTS, SIGNATURE
-from kbert.text.offsets import char_offsets_numpy
+from kbert.tasks.qa.decode import answer_text
+from kbert.text.offsets import char_offsets
 
 
 class TFLiteModel:
@@ -99,7 +102,8 @@ class TFLiteModel:
     def _add_char_offsets(self, text, outputs: dict) -> None:
         if self._char_offsets:
             for name, byte_name in CHAR_OFFSET_OUTPUTS.items():
-                outputs[name] = char_offsets_numpy(text, outputs[byte_name])
+                outputs[name] = char_offsets(tf.constant(text, tf.string),
+                                             tf.constant(outputs[byte_name])).numpy()
 
     def _empty_outputs(self) -> dict[str, np.ndarray]:
         """The outputs of an empty batch, without running the interpreter (which fails on
@@ -145,30 +149,8 @@ class TFLiteModel:
 
 def _answer_text(context: np.ndarray, start_byte: np.ndarray,
                  end_byte: np.ndarray) -> dict[str, np.ndarray]:
-    """`kbert.tasks.qa.decode.answer_text` in Python: the answers cut from the UTF-8
-    contexts (bytes, "" for no answer) and their character offsets (-1 for none)."""
-    answers, starts, ends = [], [], []
-    for text, start, end in zip(context, start_byte.tolist(), end_byte.tolist()):
-        if start < 0:
-            answers.append(b"")
-            starts.append(-1)
-            ends.append(-1)
-            continue
-        answer = _strip_dropped(text[start:max(end, start)])
-        first = len(text[:start].decode("utf-8", errors="replace"))
-        answers.append(answer)
-        starts.append(first)
-        ends.append(first + len(answer.decode("utf-8", errors="replace")))
-    return {"answer": np.array(answers, dtype=object).reshape([len(answers)]),
-            "start_char": np.array(starts, np.int32), "end_char": np.array(ends, np.int32)}
-
-
-def _strip_dropped(answer: bytes) -> bytes:
-    """`answer` without the trailing characters the normaliser drops, as
-    `kbert.tasks.qa.decode.TRAILING_DROPPED` (RE2's \\p{..} classes, which `re` lacks)."""
-    text = answer.decode("utf-8", errors="surrogateescape")
-    end = len(text)
-    while end and (text[end - 1] == "\ufffd" or unicodedata.category(text[end - 1]) in
-                   ("Cc", "Cf", "Co")):
-        end -= 1
-    return text[:end].encode("utf-8", errors="surrogateescape")
+    """`answer_text` (the SavedModel graph's own function) on numpy arrays: `answer`
+    object [B] of bytes, `start_char` / `end_char` int32 [B]."""
+    text = answer_text(tf.constant(context, tf.string, shape=[len(context)]),
+                       tf.constant(start_byte, tf.int32), tf.constant(end_byte, tf.int32))
+    return {name: value.numpy() for name, value in text.items()}

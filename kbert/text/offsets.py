@@ -3,12 +3,12 @@
 The tokenizer reports byte offsets (tf-text works on UTF-8 bytes); served outputs give
 character offsets too, so `text[start:end]` works on the caller's str in any language.
 Substr / StringLength are core TF ops that TF Serving runs but TFLite has no builtins
-for: the TFLite runner (kbert.export.tflite) does the same conversion in Python.
+for: the TFLite runner (kbert.serving.tflite_runtime) runs this function eagerly on the
+interpreter's outputs.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 
@@ -30,15 +30,3 @@ def char_offsets(text: tf.Tensor, byte_offsets: tf.Tensor) -> tf.Tensor:
     prefix = tf.strings.substr(texts, tf.zeros_like(positions), positions, unit="BYTE")
     chars = tf.strings.length(prefix, unit="UTF8_CHAR")
     return tf.where(valid, chars, -1)
-
-
-def char_offsets_numpy(text: np.ndarray, byte_offsets: np.ndarray) -> np.ndarray:
-    """`char_offsets` for the TFLite runner: text object [B] of bytes or str, offsets int
-    [B, W]; same result."""
-    out = np.full(byte_offsets.shape, -1, np.int32)
-    for b, raw in enumerate(text):
-        raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
-        for w, offset in enumerate(byte_offsets[b]):
-            if offset >= 0:
-                out[b, w] = len(raw[:offset].decode("utf-8", errors="ignore"))
-    return out

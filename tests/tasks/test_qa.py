@@ -295,10 +295,6 @@ def test_answers_end_at_their_last_visible_character(tokenizer, dropped):
     end_byte = len(f"y cafe{dropped}".encode())  # the token's end offset
     text = answer_text(tf.constant([context]), tf.constant([2]), tf.constant([end_byte]))
     assert text["answer"].numpy()[0] == b"cafe" and text["end_char"].numpy()[0] == 6
-    from kbert.serving.tflite_runtime import _answer_text  # the TFLite runner's Python twin
-    twin = _answer_text(np.array([context.encode()], dtype=object), np.array([2]),
-                        np.array([end_byte]))
-    assert twin["answer"][0] == b"cafe" and twin["end_char"][0] == 6
 
 
 # -- the task: training and serving -----------------------------------------------------------
