@@ -94,7 +94,8 @@ def as_float32(outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 ServingFn = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
 
 
-# Inputs of the warm-up requests (a batch of 1 and a batch of 2), per input name.
+# Inputs of the warm-up requests (a batch of 1, a batch of 2, and the first repeated to fill T),
+# per input name.
 _EXAMPLES = {
     "text": ["kbert makes BERT ready for production.", "The weather is nice today!"],
     "text_pair": ["BERT is ready for production.", "It rains."],
