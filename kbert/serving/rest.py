@@ -86,6 +86,10 @@ def _leaf(value, dtype: int):
                   f"dtype {signatures.dtype_name(dtype)}")
 
 
+# numpy's limit on dimensions (NPY_MAXDIMS); deeper JSON lists are a bad request.
+_MAX_RANK = 64
+
+
 def json_to_array(value, dtype: int) -> np.ndarray:
     """A dense tensor from nested JSON lists (every list at a level the same length)."""
     shape = []
@@ -95,6 +99,9 @@ def json_to_array(value, dtype: int) -> np.ndarray:
         if not probe:
             break
         probe = probe[0]
+    if len(shape) > _MAX_RANK:
+        raise invalid(f"JSON Value nested {len(shape)} lists deep: a tensor has at most "
+                      f"{_MAX_RANK} dimensions")
     flat = []
 
     def walk(item, level):
@@ -319,6 +326,8 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             parsed = json.loads(body) if body else None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise invalid(f"JSON Parse error: {error}") from None
+        except RecursionError:  # Python's decoder recurses once per nested array / object
+            raise invalid("JSON Parse error: the document is nested too deeply") from None
         if parsed is None and not body:
             raise invalid("JSON Parse error: The document is empty")
         if method == "regress":

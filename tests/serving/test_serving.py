@@ -206,6 +206,10 @@ def test_empty_batch_shapes(client):
     ("/v1/models/clf:predict", {"signature_name": "nope", "inputs": ["a"]}, 400),
     ("/v1/models/pair:predict", {"inputs": {"text": ["a"], "text_pair": ["b", "c"]}}, 400),
     ("/v1/models/clf:predict", "not json", 400),
+    # Nested past Python's recursion limit (TF Serving answers 400), and nested less deep,
+    # which parses but is no string batch.
+    ("/v1/models/clf:predict", '{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}", 400),
+    ("/v1/models/clf:predict", '{"instances": ' + "[" * 500 + '"a"' + "]" * 500 + "}", 400),
     ("/v1/models/nope:predict", {"inputs": ["a"]}, 404),
     ("/v1/models/clf/versions/3:predict", {"inputs": ["a"]}, 404),
     ("/v1/models/clf/versions/3", None, 404),
