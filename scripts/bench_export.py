@@ -207,10 +207,13 @@ def make_runner(system: str, paths: dict, seq_len: int, threads: int):
     raise ValueError(f"unknown system {system!r}")
 
 
-def worker(system: str, paths: dict, seq_len: int, threads: int, conn) -> None:
-    """Serves ("check", texts) -> outputs and ("time", texts, calls) -> seconds per call."""
+def worker(system: str, paths: dict, seq_len: int, threads: int, conn,
+           make=None) -> None:
+    """Serves ("check", texts) -> outputs, ("time", texts, calls) -> seconds per call and
+    ("time", [batch, ...]) -> seconds per batch. `make` builds the runner (default:
+    `make_runner`; other benchmarks pass their own)."""
     try:
-        run = make_runner(system, paths, seq_len, threads)
+        run = (make or make_runner)(system, paths, seq_len, threads)
         run(["warm up"])
         conn.send(("ready", None))
     except Exception as error:  # reported to the main process, which skips the system
@@ -223,13 +226,42 @@ def worker(system: str, paths: dict, seq_len: int, threads: int, conn) -> None:
         if message[0] == "check":
             conn.send(("ok", np.asarray(run(message[1]), np.float32)))
         elif message[0] == "time":
-            _, texts, calls = message
+            batches = [message[1]] * message[2] if len(message) == 3 else message[1]
             seconds = []
-            for _ in range(calls):
+            for batch in batches:
                 start = time.perf_counter()
-                run(texts)
+                run(batch)
                 seconds.append(time.perf_counter() - start)
             conn.send(("ok", seconds))
+
+
+def start_workers(systems, paths: dict, seq_len: int, threads: int, make=None) -> dict:
+    """One worker process per system (spawned: its own thread pools); returns system ->
+    pipe for those that loaded (the others are reported and skipped)."""
+    context = mp.get_context("spawn")
+    workers = {}
+    for system in systems:
+        parent, child = context.Pipe()
+        context.Process(target=worker, daemon=True,
+                        args=(system, paths, seq_len, threads, child, make)).start()
+        workers[system] = parent
+    ready = {}
+    for system, conn in workers.items():  # one at a time: loading is heavy
+        status, detail = conn.recv()
+        if status == "error":
+            print(f"{system}: skipped ({detail})", flush=True)
+        else:
+            ready[system] = conn
+    return ready
+
+
+def check_outputs(ready: dict, texts: list[str]) -> dict:
+    """Every system's outputs on `texts` (system -> float32 array)."""
+    outputs = {}
+    for system, conn in ready.items():
+        conn.send(("check", texts))
+        outputs[system] = conn.recv()[1]
+    return outputs
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -299,31 +331,13 @@ def main(argv=None) -> int:
     lengths = [int(tokenizer.tokenize(t).shape[0]) for t in texts]
     print(f"{len(texts)} texts of {min(lengths)}..{max(lengths)} tokens "
           f"(mean {np.mean(lengths):.0f}; T = {args.seq_len})", flush=True)
-    context = mp.get_context("spawn")
-    workers = {}
-    for system in args.systems:
-        parent, child = context.Pipe()
-        process = context.Process(target=worker, daemon=True,
-                                  args=(system, paths, args.seq_len, args.threads, child))
-        process.start()
-        workers[system] = (process, parent)
-    ready = {}
-    for system, (process, conn) in workers.items():  # one at a time: loading is heavy
-        status, detail = conn.recv()
-        if status == "error":
-            print(f"{system}: skipped ({detail})", flush=True)
-        else:
-            ready[system] = conn
+    ready = start_workers(args.systems, paths, args.seq_len, args.threads)
     if not ready:
         print("no system could run")
         return 1
 
     # Same outputs? (probabilities of the first 8 texts, against the fp32 SavedModel.)
-    check = texts[:8]
-    outputs = {}
-    for system, conn in ready.items():
-        conn.send(("check", check))
-        outputs[system] = conn.recv()[1]
+    outputs = check_outputs(ready, texts[:8])
     reference = outputs.get("savedmodel-fp32", next(iter(outputs.values())))
     agreement = {s: (float(np.abs(o - reference).max()),
                      float(np.mean(o.argmax(-1) == reference.argmax(-1))))

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -47,7 +46,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_export import _default_vocab, _softmax, export_onnx, hf_classifier  # noqa: E402
+from bench_export import (_default_vocab, _softmax, check_outputs,  # noqa: E402
+                          export_onnx, hf_classifier, start_workers)
 
 SYSTEMS = ("kbert-fp32", "kbert-fp32-fixed", "kbert-bf16", "pytorch", "pytorch-bf16",
            "onnxruntime", "onnxruntime-opt")
@@ -180,30 +180,6 @@ def make_runner(system: str, paths: dict, seq_len: int, threads: int):
     return run
 
 
-def worker(system: str, paths: dict, seq_len: int, threads: int, conn) -> None:
-    """Serves ("check", texts) -> outputs and ("time", [batch, ...]) -> seconds per batch."""
-    try:
-        run = make_runner(system, paths, seq_len, threads)
-        run(["warm up"])
-        conn.send(("ready", None))
-    except Exception as error:  # reported to the main process, which skips the system
-        conn.send(("error", f"{type(error).__name__}: {error}"))
-        return
-    while True:
-        message = conn.recv()
-        if message[0] == "stop":
-            return
-        if message[0] == "check":
-            conn.send(("ok", np.asarray(run(message[1]), np.float32)))
-        elif message[0] == "time":
-            seconds = []
-            for batch in message[1]:
-                start = time.perf_counter()
-                run(batch)
-                seconds.append(time.perf_counter() - start)
-            conn.send(("ok", seconds))
-
-
 # -- main ------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -240,30 +216,12 @@ def main(argv=None) -> int:
           f"{np.median(kept):.0f}, p90 {np.percentile(kept, 90):.0f}, max {max(kept)} "
           f"(T = {args.seq_len})", flush=True)
 
-    context = mp.get_context("spawn")
-    workers = {}
-    for system in args.systems:
-        parent, child = context.Pipe()
-        process = context.Process(target=worker, daemon=True,
-                                  args=(system, paths, args.seq_len, args.threads, child))
-        process.start()
-        workers[system] = parent
-    ready = {}
-    for system, conn in workers.items():
-        status, detail = conn.recv()
-        if status == "error":
-            print(f"{system}: skipped ({detail})", flush=True)
-        else:
-            ready[system] = conn
+    ready = start_workers(args.systems, paths, args.seq_len, args.threads, make_runner)
     if not ready:
         print("no system could run")
         return 1
 
-    check = texts[:16]
-    outputs = {}
-    for system, conn in ready.items():
-        conn.send(("check", check))
-        outputs[system] = conn.recv()[1]
+    outputs = check_outputs(ready, texts[:16])
     reference = outputs.get("kbert-fp32", next(iter(outputs.values())))
     agreement = {s: float(np.abs(o - reference).max()) for s, o in outputs.items()}
 
