@@ -48,8 +48,8 @@ import time
 
 import numpy as np
 
-SYSTEMS = ("savedmodel-fp32", "savedmodel-fp32-fixed", "savedmodel-bf16", "pytorch", "pytorch-bf16", "onnxruntime",
-           "tflite-fp32", "tflite-int8")
+SYSTEMS = ("savedmodel-fp32", "savedmodel-fp32-fixed", "savedmodel-bf16", "pytorch",
+           "pytorch-bf16", "onnxruntime", "tflite-fp32", "tflite-int8")
 LABELS = ("negative", "positive")
 BOOKS = "/work/shared/data/pretrain/books_corpus.txt"
 
@@ -235,6 +235,27 @@ def worker(system: str, paths: dict, seq_len: int, threads: int, conn,
             conn.send(("ok", seconds))
 
 
+def add_common_args(parser, systems) -> None:
+    """The flags every inference benchmark takes (batch size, threads, systems, where the
+    artefacts and the JSON results go)."""
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--systems", nargs="+", default=list(systems), choices=systems)
+    parser.add_argument("--work", help="keep the artefacts here (default: a temp dir)")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+
+
+def prepare_in_work_dir(args, prepare_fn, prefix: str) -> dict:
+    """Runs `prepare_fn(args, work)` in --work (default: a new temp dir); returns its
+    paths and says where they are and how long they took."""
+    work = args.work or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(work, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = prepare_fn(args, work)
+    print(f"artefacts in {work} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return paths
+
+
 def start_workers(systems, paths: dict, seq_len: int, threads: int, make=None) -> dict:
     """One worker process per system (spawned: its own thread pools); returns system ->
     pipe for those that loaded (the others are reported and skipped)."""
@@ -307,20 +328,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch32-calls", type=int, default=3, help="batch-32 calls a round")
     parser.add_argument("--warmup-calls", type=int, default=2,
                         help="untimed calls per batch size before the rounds")
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--words", type=int, default=120,
                         help="words per text at most (cut to fit T - 2 tokens)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--work", help="keep the artefacts here (default: a temp dir)")
-    parser.add_argument("--json", help="also write the results as JSON to this file")
+    add_common_args(parser, SYSTEMS)
     args = parser.parse_args(argv)
 
-    work = args.work or tempfile.mkdtemp(prefix="kbert-bench-export-")
-    os.makedirs(work, exist_ok=True)
-    t0 = time.perf_counter()
-    paths = prepare(args, work)
-    print(f"artefacts in {work} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    paths = prepare_in_work_dir(args, prepare, "kbert-bench-export-")
     sizes = {s: _size_mb(paths[s]) for s in args.systems if s in paths}
 
     from kbert.text import Tokenizer

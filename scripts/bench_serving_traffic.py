@@ -40,14 +40,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_export import (_default_vocab, _softmax, check_outputs,  # noqa: E402
-                          export_onnx, hf_classifier, start_workers)
+from bench_export import (_default_vocab, _softmax, add_common_args,  # noqa: E402
+                          check_outputs, export_onnx, hf_classifier, prepare_in_work_dir,
+                          start_workers)
 
 SYSTEMS = ("kbert-fp32", "kbert-fp32-fixed", "kbert-bf16", "pytorch", "pytorch-bf16",
            "onnxruntime", "onnxruntime-opt")
@@ -192,18 +191,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch1-calls", type=int, default=40, help="batch-1 calls a round")
     parser.add_argument("--batch32-calls", type=int, default=4,
                         help="batch-32 calls a round")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--work", help="keep the artefacts here (default: a temp dir)")
-    parser.add_argument("--json", help="also write the results as JSON to this file")
+    add_common_args(parser, SYSTEMS)
     args = parser.parse_args(argv)
 
-    work = args.work or tempfile.mkdtemp(prefix="kbert-bench-traffic-")
-    os.makedirs(work, exist_ok=True)
-    t0 = time.perf_counter()
-    paths = prepare(args, work)
-    print(f"artefacts in {work} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    paths = prepare_in_work_dir(args, prepare, "kbert-bench-traffic-")
 
     from kbert.text import Tokenizer
     tokenizer = Tokenizer.from_model_dir(paths["model_dir"])

@@ -117,7 +117,8 @@ def export_info(graph: ServingGraph, model_dir: str, precision: str) -> dict:
     for a model with class or tag names their `labels` (index = id; the server's Classify
     answers with them)."""
     info = {"kind": graph.kind, "inputs": list(graph.input_names), "seq_len": graph.seq_len,
-            "length_multiple": graph.length_multiple, "precision": precision, "model_dir": os.path.abspath(model_dir),
+            "length_multiple": graph.length_multiple, "precision": precision,
+            "model_dir": os.path.abspath(model_dir),
             "kbert": kbert.__version__, "tensorflow": tf.__version__,
             "tensorflow_text": tensorflow_text.__version__}
     spec = read_task_spec(model_dir)

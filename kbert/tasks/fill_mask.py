@@ -73,7 +73,8 @@ def fill_mask(model_dir: str | os.PathLike, texts: list[str], top_k: int = 5
 # -- the serving graph (TF ops; `kbert export` of a pre-trained model) ----------------------
 
 def fill_mask_features(tokenizer, seq_len: int, text: tf.Tensor,
-                       length_multiple: int = DEFAULT_LENGTH_MULTIPLE) -> dict[str, tf.Tensor]:
+                       length_multiple: int = DEFAULT_LENGTH_MULTIPLE
+                       ) -> dict[str, tf.Tensor]:
     """Packed inputs for texts with "[MASK]" written in them.
 
     The text is split at each literal "[MASK]", the pieces are tokenized as usual and the

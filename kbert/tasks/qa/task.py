@@ -184,8 +184,7 @@ class QATask(Task):
         """The windows (see kbert.tasks.qa.windows.qa_windows): model inputs [N, L] plus
         window_example [N], context_index / start_byte / end_byte / max_context [N, L]
         (L: the longest window, `TaskSpec.length_multiple`)."""
-        return trim_features(qa_windows(tokenizer, spec, inputs["question"],
-                                        inputs["context"]), spec.length_multiple)
+        return _serving_windows(tokenizer, spec, inputs["question"], inputs["context"])
 
     def serving_outputs(self, model, tokenizer, spec: TaskSpec,
                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -210,11 +209,17 @@ class QATask(Task):
     def _best_spans(model, tokenizer, spec: TaskSpec, inputs: dict[str, tf.Tensor]):
         question = tf.convert_to_tensor(inputs["question"], tf.string)
         context = tf.convert_to_tensor(inputs["context"], tf.string)
-        windows = trim_features(qa_windows(tokenizer, spec, question, context),
-                                spec.length_multiple)
+        windows = _serving_windows(tokenizer, spec, question, context)
         outputs = model({name: windows[name] for name in MODEL_INPUTS}, training=False)
         return decode_spans(spec, outputs["start_logits"], outputs["end_logits"], windows,
                             tf.shape(question)[0])
+
+
+def _serving_windows(tokenizer, spec: TaskSpec, question: tf.Tensor, context: tf.Tensor
+                     ) -> dict[str, tf.Tensor]:
+    """`qa_windows` cut to the batch's longest window (`TaskSpec.length_multiple`)."""
+    return trim_features(qa_windows(tokenizer, spec, question, context),
+                         spec.length_multiple)
 
 
 def _columns(examples: Sequence[SquadExample]):
