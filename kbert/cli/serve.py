@@ -14,16 +14,28 @@ def _serve_command(args: argparse.Namespace) -> None:
     """Serves ROOT/NAME/VERSION/ SavedModels (as `kbert export` writes them) with TF
     Serving's PredictionService / ModelService gRPC API and its REST API: the latest
     version of each NAME, new versions picked up while running."""
+    from kbert.serving.batching import (BatchingParameters,  # lazy: protobuf, numpy
+                                        read_batching_parameters)
     from kbert.serving.server import ModelServer, serve  # lazy: gRPC and TensorFlow
 
+    if args.batching_parameters_file and not args.enable_batching:
+        raise ValueError("--batching_parameters_file is only read with --enable_batching")
+    batching = None
+    if args.enable_batching:
+        batching = (read_batching_parameters(args.batching_parameters_file)
+                    if args.batching_parameters_file else BatchingParameters())
     server = ModelServer(args.root, port=args.port,
                          rest_port=None if args.no_rest else args.rest_port, host=args.host,
                          poll_seconds=args.poll_seconds,
                          max_message_bytes=args.max_message_bytes, threads=args.threads,
-                         warmup=not args.no_warmup)
+                         warmup=not args.no_warmup, batching=batching)
 
     def ready(s) -> None:
         rest = f", REST http://{s.host}:{s.rest_port}" if s.rest_port is not None else ""
+        if s.batching is not None:
+            b = s.batching
+            rest += (f"; batching up to {b.max_batch_size} rows, timeout "
+                     f"{b.batch_timeout_micros} us, {b.num_batch_threads} batch threads")
         print(f"serving {', '.join(s.registry.names()) or 'no model yet'} from {s.root}: "
               f"gRPC {s.host}:{s.port}{rest} (Ctrl-C or SIGTERM stops)", flush=True)
 
@@ -48,3 +60,13 @@ def add_parsers(commands) -> None:
     p.add_argument("--threads", type=int, default=16, help="requests served at once")
     p.add_argument("--no-warmup", action="store_true",
                    help="do not replay assets.extra/tf_serving_warmup_requests")
+    # TF Serving's own spellings are accepted too, so that its command lines carry over.
+    p.add_argument("--enable-batching", "--enable_batching", action="store_true",
+                   help="merge concurrent requests to a signature into one call, as "
+                        "tensorflow_model_server --enable_batching does")
+    p.add_argument("--batching-parameters-file", "--batching_parameters_file",
+                   metavar="FILE", default=None,
+                   help="TF Serving BatchingParameters in text format (max_batch_size, "
+                        "batch_timeout_micros, num_batch_threads, max_enqueued_batches, "
+                        "allowed_batch_sizes, pad_variable_length_inputs); TF Serving's "
+                        "defaults without it")

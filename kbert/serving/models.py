@@ -15,7 +15,9 @@ TF Serving retries a failed load on a timer instead (--max_num_load_retries 5,
 --load_retry_interval_micros 60 s); both then leave a broken, unchanged version alone.
 
 Requests hold a reference to the `Servable` they started with: a swap never disturbs a
-request in flight, and no lock is held while a model runs.
+request in flight, and no lock is held while a model runs. With batching, each loaded
+version has its own `Batcher`; an unloaded version's batcher finishes its queue, and a
+request that reaches it afterwards runs unbatched on that version.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import time
 from typing import Callable, Mapping
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
 from kbert.export.inspect import load
 from kbert.export.layout import INFO_FILE, SAVED_MODEL_FILE, WARMUP_FILE
+from kbert.serving.batching import ROW_INDEX_OUTPUTS, Batcher, BatchingParameters
 from kbert.serving.errors import ServingError, not_found, status_code
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class Servable:
             signature's inputs as keyword tensors and returning a dict of tensors.
         info: a kbert export's assets.extra/kbert_export.json ({} for other
             SavedModels); Classify takes class names from its "labels".
+        batcher: merges concurrent calls (None: every call runs on its own).
     """
 
     name: str
@@ -66,6 +71,26 @@ class Servable:
     functions: Mapping[str, Callable]
     loaded: object = dataclasses.field(repr=False, default=None)  # keeps variables alive
     info: Mapping = dataclasses.field(default_factory=dict)
+    batcher: Batcher | None = dataclasses.field(repr=False, default=None)
+
+    def call(self, signature_name: str, inputs: Mapping[str, np.ndarray]
+             ) -> dict[str, np.ndarray]:
+        """Runs signature `signature_name` once on numpy inputs (its dtypes); returns every
+        output as a numpy array (strings as bytes objects). Raises what the function
+        raises (tf.errors.OpError from the graph; TypeError / ValueError for inputs the
+        call layer refuses)."""
+        signature = self.signature_defs[signature_name]
+        tensors = {name: tf.constant(value, dtype=tf.as_dtype(signature.inputs[name].dtype))
+                   for name, value in inputs.items()}
+        outputs = self.functions[signature_name](**tensors)
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]
+            ) -> dict[str, np.ndarray]:
+        """`call`, through the batcher when there is one."""
+        if self.batcher is not None:
+            return self.batcher.run(signature_name, inputs)
+        return self.call(signature_name, inputs)
 
 
 @dataclasses.dataclass
@@ -87,8 +112,9 @@ def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
 
 def load_servable(name: str, version: int, path: str,
                   warmup: Callable[[Servable, prediction_log_pb2.PredictionLog], None]
-                  | None = None) -> Servable:
-    """Loads `path` and replays its warm-up requests (if `warmup` and the file exist).
+                  | None = None, batching: BatchingParameters | None = None) -> Servable:
+    """Loads `path` and replays its warm-up requests (if `warmup` and the file exist),
+    through its batcher when `batching` is given (as TF Serving warms up).
 
     Raises whatever loading raises; a warm-up request that fails fails the load, as in
     TF Serving.
@@ -98,14 +124,24 @@ def load_servable(name: str, version: int, path: str,
                         signature_defs=read_signature_defs(path),
                         functions=dict(loaded.signatures), loaded=loaded,
                         info=read_export_info(path))
-    warmup_file = os.path.join(path, WARMUP_FILE)
-    if warmup is not None and os.path.isfile(warmup_file):
-        count = 0
-        for record in tf.data.TFRecordDataset(warmup_file).take(MAX_WARMUP_RECORDS):
-            entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-            warmup(servable, entry)
-            count += 1
-        log.info("%s version %d: replayed %d warm-up request(s)", name, version, count)
+    if batching is not None:
+        alone = {key for key, signature in servable.signature_defs.items()
+                 if ROW_INDEX_OUTPUTS & set(signature.outputs)}
+        servable = dataclasses.replace(servable, batcher=Batcher(
+            batching, servable.call, f"{name}-v{version}", unbatched=alone))
+    try:
+        warmup_file = os.path.join(path, WARMUP_FILE)
+        if warmup is not None and os.path.isfile(warmup_file):
+            count = 0
+            for record in tf.data.TFRecordDataset(warmup_file).take(MAX_WARMUP_RECORDS):
+                entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+                warmup(servable, entry)
+                count += 1
+            log.info("%s version %d: replayed %d warm-up request(s)", name, version, count)
+    except BaseException:
+        if servable.batcher is not None:
+            servable.batcher.close()
+        raise
     return servable
 
 
@@ -159,13 +195,16 @@ class ModelRegistry:
         root: the model base directory, ROOT/NAME/VERSION/.
         warmup: called as warmup(servable, PredictionLog) for each warm-up record of a
             version being loaded (None: no warm-up).
+        batching: merge concurrent requests to a version with these parameters (None:
+            no batching).
     """
 
     def __init__(self, root: str | os.PathLike,
                  warmup: Callable[[Servable, prediction_log_pb2.PredictionLog], None]
-                 | None = None):
+                 | None = None, batching: BatchingParameters | None = None):
         self.root = os.path.abspath(os.fspath(root))
         self._warmup = warmup
+        self._batching = batching
         # Guards the three dicts below; held only to read or swap entries, never while a
         # model loads or runs.
         self._lock = threading.Lock()
@@ -235,7 +274,7 @@ class ModelRegistry:
         self._set_status(name, version, VersionStatus(State.LOADING))
         start = time.perf_counter()
         try:
-            servable = load_servable(name, version, path, self._warmup)
+            servable = load_servable(name, version, path, self._warmup, self._batching)
         except Exception as error:  # a broken export must not stop the server
             code = error.code if isinstance(error, ServingError) else (
                 status_code(error.error_code) if isinstance(error, tf.errors.OpError)
@@ -257,6 +296,7 @@ class ModelRegistry:
         log.info("loaded %s version %d from %s in %.1f s (signatures: %s)", name, version,
                  path, time.perf_counter() - start, signatures)
         if old is not None:
+            _retire(old)
             log.info("unloaded %s version %d (version %d is newer)" if old.version < version
                      else "unloaded %s version %d (version %d replaces it)",
                      name, old.version, version)
@@ -267,8 +307,23 @@ class ModelRegistry:
             if old is not None:
                 self._statuses.setdefault(name, {})[old.version] = VersionStatus(State.END)
         if old is not None:
+            _retire(old)
             log.info("unloaded %s version %d: %s", name, old.version, reason)
 
     def _set_status(self, name: str, version: int, status: VersionStatus) -> None:
         with self._lock:
             self._statuses.setdefault(name, {})[version] = status
+
+    def close(self) -> None:
+        """Lets the batch threads of every served version finish and exit."""
+        with self._lock:
+            servables = list(self._serving.values())
+        for servable in servables:
+            _retire(servable)
+
+
+def _retire(servable: Servable) -> None:
+    """An unloaded version: its batcher finishes what is queued (requests still holding
+    the servable run unbatched); its variables go once the last request lets go."""
+    if servable.batcher is not None:
+        servable.batcher.close()

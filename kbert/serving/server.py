@@ -18,8 +18,10 @@ kbert.serving.signatures; inputs are checked before any graph runs.
 Differences from TF Serving: it binds 127.0.0.1 unless told otherwise (TF Serving binds
 every interface); gRPC messages are limited to `max_message_bytes` (4 MiB by default,
 gRPC's own default; RESOURCE_EXHAUSTED above it) where TF Serving accepts up to 2 GiB;
-no request batching, Regress or MultiInference. Requests run in parallel on a thread
-pool: TensorFlow releases the GIL while a graph runs, and there is no global lock.
+no Regress or MultiInference. Requests run in parallel on a thread pool: TensorFlow
+releases the GIL while a graph runs, and there is no global lock. With `batching`
+(`--enable_batching`), concurrent requests to one signature are merged into one call as
+TF Serving merges them (kbert.serving.batching).
 
 The command-line front end (`kbert serve ROOT --port 8500 --rest-port 8501`) is
 kbert.cli.serve.
@@ -39,6 +41,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grp
                                      prediction_log_pb2, prediction_service_pb2_grpc)
 
 from kbert.serving import signatures
+from kbert.serving.batching import BatchingParameters
 from kbert.serving.defaults import DEFAULT_MAX_MESSAGE_BYTES
 from kbert.serving.errors import ServingError, invalid
 from kbert.serving.models import ModelRegistry, Servable
@@ -154,19 +157,24 @@ class ModelServer:
         max_message_bytes: largest gRPC request (RESOURCE_EXHAUSTED above) and REST body.
         threads: requests served at once.
         warmup: replay each version's tf_serving_warmup_requests before serving it.
+        batching: merge concurrent requests with these parameters (None: no batching).
+            A batch can only gather as many requests as `threads` serves at once: TF
+            Serving's guide asks for twice `max_batch_size` client threads.
     """
 
     def __init__(self, root: str | os.PathLike = "saved_models", port: int = 8500,
                  rest_port: int | None = 8501, host: str = "127.0.0.1",
                  poll_seconds: float = 2.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, threads: int = 16,
-                 warmup: bool = True):
+                 warmup: bool = True, batching: BatchingParameters | None = None):
         self.root = os.fspath(root)
         self.host, self.port, self.rest_port = host, port, rest_port
         self.poll_seconds = poll_seconds
         self.max_message_bytes = max_message_bytes
         self.threads = threads
-        self.registry = ModelRegistry(self.root, replay_warmup if warmup else None)
+        self.batching = batching
+        self.registry = ModelRegistry(self.root, replay_warmup if warmup else None,
+                                      batching)
         self._grpc = None
         self._rest = None
         self._threads: list[threading.Thread] = []
@@ -247,6 +255,7 @@ class ModelServer:
             self._grpc.stop(grace).wait()
         for thread in self._threads:
             thread.join(timeout=grace)
+        self.registry.close()
         log.info("server stopped")
 
     def __enter__(self) -> "ModelServer":

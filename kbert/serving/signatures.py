@@ -105,18 +105,15 @@ def run(servable: Servable, signature_name: str, arrays: Mapping[str, np.ndarray
                           f"expected to be in the set {{{','.join(sorted(signature.outputs))}}}.")
     if len(set(output_filter)) != len(output_filter):
         raise invalid(f"duplicate output tensor alias in {list(output_filter)}")
-    function = servable.functions[signature_name]
-    tensors = {name: tf.constant(value, dtype=tf.as_dtype(signature.inputs[name].dtype))
-               for name, value in arrays.items()}
     try:
-        outputs = function(**tensors)
+        outputs = servable.run(signature_name, arrays)
     except tf.errors.OpError as error:
         raise ServingError(status_code(error.error_code), graph_message(error.message)
                            ) from None
     except (TypeError, ValueError) as error:  # the Python call layer refused the inputs
         raise invalid(str(error)) from None
     wanted = list(output_filter) or sorted(outputs)
-    return {name: outputs[name].numpy() for name in wanted}
+    return {name: outputs[name] for name in wanted}
 
 
 def graph_message(message: str) -> str:
