@@ -47,41 +47,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_export import (_default_vocab, _softmax, add_common_args,  # noqa: E402
                           check_outputs, export_onnx, hf_classifier, prepare_in_work_dir,
                           start_workers)
+from serving_common import real_texts  # noqa: E402
 
 SYSTEMS = ("kbert-fp32", "kbert-fp32-fixed", "kbert-bf16", "pytorch", "pytorch-bf16",
            "onnxruntime", "onnxruntime-opt")
 LABELS = ("negative", "positive")
-UD_DEV = "/work/shared/data/ud_ewt/en_ewt-ud-dev.conllu"
-SQUAD = "/work/shared/data/squad/squad_v1.1_articles_00-37.json"
-
-
-# -- inputs ----------------------------------------------------------------------------------
-
-def real_texts(ud_path: str = UD_DEV, squad_path: str = SQUAD) -> list[str]:
-    """UD English-EWT dev sentences (their `# text =` lines) and SQuAD questions,
-    interleaved so that any run of texts mixes both."""
-    sentences, questions = [], []
-    if os.path.isfile(ud_path):
-        with open(ud_path, encoding="utf-8") as f:
-            sentences = [line[len("# text = "):].strip() for line in f
-                         if line.startswith("# text = ")]
-    if os.path.isfile(squad_path):
-        with open(squad_path, encoding="utf-8") as f:
-            for article in json.load(f)["data"]:
-                for paragraph in article["paragraphs"]:
-                    questions += [qa["question"].strip() for qa in paragraph["qas"]]
-    if not sentences and not questions:
-        raise SystemExit(f"neither {ud_path} nor {squad_path} exists: this benchmark needs "
-                         "the shared data (see ../shared/data/README.md)")
-    rng = np.random.default_rng(0)
-    rng.shuffle(sentences)
-    rng.shuffle(questions)
-    mixed = []
-    for i in range(max(len(sentences), len(questions))):
-        mixed += [t for t in (sentences[i:i + 1] + questions[i:i + 1]) if t]
-    return mixed
-
-
 # -- artefacts (main process) ----------------------------------------------------------------
 
 def prepare(args, work: str) -> dict:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -17,6 +18,36 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+UD_DEV = "/work/shared/data/ud_ewt/en_ewt-ud-dev.conllu"
+SQUAD = "/work/shared/data/squad/squad_v1.1_articles_00-37.json"
+
+
+def real_texts(ud_path: str = UD_DEV, squad_path: str = SQUAD) -> list[str]:
+    """UD English-EWT dev sentences (their `# text =` lines) and SQuAD questions,
+    interleaved so that any run of texts mixes both."""
+    sentences, questions = [], []
+    if os.path.isfile(ud_path):
+        with open(ud_path, encoding="utf-8") as f:
+            sentences = [line[len("# text = "):].strip() for line in f
+                         if line.startswith("# text = ")]
+    if os.path.isfile(squad_path):
+        with open(squad_path, encoding="utf-8") as f:
+            for article in json.load(f)["data"]:
+                for paragraph in article["paragraphs"]:
+                    questions += [qa["question"].strip() for qa in paragraph["qas"]]
+    if not sentences and not questions:
+        raise SystemExit(f"neither {ud_path} nor {squad_path} exists: this benchmark needs "
+                         "the shared data (see ../shared/data/README.md)")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rng.shuffle(sentences)
+    rng.shuffle(questions)
+    mixed = []
+    for i in range(max(len(sentences), len(questions))):
+        mixed += [t for t in (sentences[i:i + 1] + questions[i:i + 1]) if t]
+    return mixed
 
 
 def add_server_args(parser) -> None:
@@ -29,8 +60,9 @@ def add_server_args(parser) -> None:
 
 
 @contextlib.contextmanager
-def running_server(args):
-    """Yields the gRPC target; a server started here is stopped with SIGTERM after."""
+def running_server(args, serve_flags=()):
+    """Yields the gRPC target; a server started here (with `serve_flags` added to its
+    command line) is stopped with SIGTERM after."""
     if args.target:
         yield args.target
         return
@@ -48,7 +80,8 @@ def running_server(args):
         log = open(os.path.join(tmp, "server.log"), "w+")
         process = subprocess.Popen(
             [sys.executable, "-m", "kbert.cli", "serve", root, "--port", "0", "--no-rest",
-             "--poll-seconds", "0"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+             "--poll-seconds", "0", *serve_flags],
+            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         try:
             line = process.stdout.readline()  # printed once the models are loaded
             match = re.search(r"gRPC (\S+):(\d+)", line)
