@@ -166,7 +166,7 @@ def main(argv=None) -> int:
             failed |= bool(run["errors"])
             results[config].append(summary(run, args))
     print(f"\nmedians over {args.rounds} round(s), {args.clients} clients:")
-    print(f"| server | requests/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|")
+    print("| server | requests/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|")
     medians = {}
     for config, runs in results.items():
         medians[config] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

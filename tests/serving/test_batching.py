@@ -446,3 +446,31 @@ def test_cli_batching_flags(exported, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+# -- the soak, short ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_soak_with_version_swaps(tmp_path, batching):
+    """scripts/soak_serving.py for a few seconds: 16 clients, a new version every 4 s and
+    the oldest removed. No request fails, every answer is its version's, and the new
+    versions answered. (RSS flatness needs the long run: the script's default.)"""
+    summary_path = tmp_path / "soak.json"
+    command = [sys.executable, os.path.join(REPO, "scripts", "soak_serving.py"), "--tiny",
+               "--seq-len", "32", "--seconds", "14", "--swap-seconds", "4", "--clients", "16",
+               "--rss-slack", "10", "--json", str(summary_path), "--work", str(tmp_path / "w")]
+    if batching:
+        parameters = tmp_path / "batching.txt"
+        parameters.write_text("max_batch_size { value: 16 }\nnum_batch_threads { value: 1 }\n"
+                              "max_enqueued_batches { value: 16 }\n")
+        command += ["--batching-parameters-file", str(parameters)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert summary_path.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert result.returncode == 0, summary
+    assert summary["errors"] == 0 and summary["wrong_answers"] == 0
+    assert summary["requests"] > 1000
+    assert len(summary["swaps"]) >= 2
+    assert len(summary["versions_answering"]) >= 3  # version 1 and two published after it
+    assert summary["batching"] is batching
