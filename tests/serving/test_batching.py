@@ -452,12 +452,12 @@ def test_cli_batching_flags(exported, tmp_path):
 
 @pytest.mark.parametrize("batching", [False, True])
 def test_soak_with_version_swaps(tmp_path, batching):
-    """scripts/soak_serving.py for a few seconds: 16 clients, a new version every 4 s and
+    """scripts/soak_serving.py for a few seconds: 16 clients, a new version every 3 s and
     the oldest removed. No request fails, every answer is its version's, and the new
     versions answered. (RSS flatness needs the long run: the script's default.)"""
     summary_path = tmp_path / "soak.json"
     command = [sys.executable, os.path.join(REPO, "scripts", "soak_serving.py"), "--tiny",
-               "--seq-len", "32", "--seconds", "14", "--swap-seconds", "4", "--clients", "16",
+               "--seq-len", "32", "--seconds", "22", "--swap-seconds", "3", "--clients", "16",
                "--rss-slack", "10", "--json", str(summary_path), "--work", str(tmp_path / "w")]
     if batching:
         parameters = tmp_path / "batching.txt"
