@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from kbert.cli import export, finetune, pretrain, serve, tools
+from kbert.cli import export, finetune, pretrain, serve, stderr_filter, tools
 from kbert.errors import TrainingDiverged
 from kbert.serving.errors import ServingError
 
@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; returns the exit status. Called without `argv` (as the `kbert`
+    program), it first drops TensorFlow's C++ start-up notices from standard error
+    (kbert.cli.stderr_filter; not with --verbose or KBERT_TF_LOGS=1)."""
+    if argv is None:
+        stderr_filter.install(sys.argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

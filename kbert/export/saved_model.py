@@ -144,10 +144,6 @@ def _write(module, signatures, out, name, examples, tflite, quantize, model_dir,
         if tflite:
             write_module_tflite(module, os.path.join(tmp, TFLITE_FILE), quantize, model_dir,
                                 info["seq_len"])
-        # mkdtemp made it 0700: a serving container running as another user must read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
 
 
 def write_warmup_requests(path: str, name: str, examples: dict[str, list[str]],

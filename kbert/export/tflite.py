@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops a SavedModel loads with
@@ -46,6 +45,7 @@ from ai_edge_litert import schema_py_generated as schema
 from kbert.export.graph import ServingModule, build_serving_graph
 from kbert.export.layout import INFO_FILE
 from kbert.export.settings import QUANTIZATIONS
+from kbert.io.atomic import atomic_file
 from kbert.io.model_dir import is_model_dir
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def export_tflite(source: str | os.PathLike, out_path: str | os.PathLike,
                              "export_tflite(MODEL_DIR, ...)), or export with "
                              "--length-multiple 0")
         content = convert_saved_model(source, quantize)
-        _write_atomically(out_path, content)
+        atomic_file(out_path, content)
     else:
         if not is_model_dir(source):
             raise ValueError(f"{source} is neither an exported SavedModel (saved_model.pb) "
@@ -135,7 +135,7 @@ def write_module_tflite(module, out_path: str | os.PathLike, quantize: str | Non
     else:
         function = module.tflite_concrete_function()
     content = convert_function(function, module, quantize, source=source)
-    _write_atomically(out_path, content)
+    atomic_file(out_path, content)
     logger.info("wrote %s (%.1f MB, quantize=%s)", out_path, len(content) / 2**20, quantize)
     return os.fspath(out_path)
 
@@ -233,20 +233,6 @@ def _export_info(saved_model_dir: str) -> dict:
 
 def _is_saved_model(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "saved_model.pb"))
-
-
-def _write_atomically(path: str | os.PathLike, content: bytes) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".tflite")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def __getattr__(name):

@@ -125,8 +125,11 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
             # Windows make the batch count unknown to tf.data; telling Keras gives the
             # progress bar its length and avoids its "ran out of data" path.
             data = epoch_data(epoch).apply(tf.data.experimental.assert_cardinality(steps))
-            history = model.fit(data, epochs=epoch + 1, initial_epoch=epoch,
-                                verbose=verbose, shuffle=False)
+            # One epoch per call (evaluation comes between epochs), told the run's length
+            # so that the progress display says "Epoch 2/3", not "Epoch 2/2".
+            history = model.fit(data, epochs=settings.epochs, initial_epoch=epoch,
+                                verbose=verbose, shuffle=False,
+                                callbacks=[_StopAfterOneEpoch()])
             seconds.append(time.perf_counter() - start)
             record = {"epoch": epoch + 1, "loss": float(history.history["loss"][-1]),
                       "train_seconds": seconds[-1]}
@@ -166,6 +169,13 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
         keras.config.set_dtype_policy(policy)
     return FinetuneResult(model_dir=os.path.join(out, MODEL_SUBDIR), metrics=metrics,
                           best_epoch=best + 1, seconds_per_epoch=seconds)
+
+
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+    """Ends `fit` after the epoch it started with."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
 
 
 def load_for_inference(model_dir: str | os.PathLike):

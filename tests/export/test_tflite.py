@@ -224,6 +224,12 @@ def test_exported_kinds_match_their_saved_model(tmp_path, kind):
         out = os.path.join(saved, "model.tflite")
         assert sorted(os.listdir(saved)) == ["assets", "assets.extra", "fingerprint.pb",
                                              "model.tflite", "saved_model.pb", "variables"]
+        # The user's umask, like the SavedModel's files (tempfile alone would give 0600).
+        umask = os.umask(0o022)
+        os.umask(umask)
+        assert oct(os.stat(out).st_mode & 0o777) == oct(0o666 & ~umask)
+        assert oct(os.stat(os.path.join(saved, "saved_model.pb")).st_mode & 0o777) == \
+            oct(0o666 & ~umask)
     else:
         saved = export_saved_model(model_dir, tmp_path / "sm", name="m", warmup=False)
         out = export_tflite(model_dir, tmp_path / "m.tflite")
