@@ -1,4 +1,5 @@
-"""`kbert convert` and `kbert vocab`: checkpoints in and out, and learning a vocabulary."""
+"""`kbert convert`, `kbert cache` and `kbert vocab`: checkpoints in and out, the cache of
+converted references, and learning a vocabulary."""
 
 from __future__ import annotations
 
@@ -9,12 +10,35 @@ from kbert.cli.flags import command
 
 def _convert(args: argparse.Namespace) -> None:
     """Converts SRC (a Hugging Face BERT directory, an original TF1 BERT checkpoint
-    directory or a kbert model directory, recognised from its files) into OUT."""
+    directory or a kbert model directory, recognised from its files; or hf:ORG/NAME[@REV],
+    downloaded from the Hugging Face Hub) into OUT."""
     # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.convert import convert
+    from kbert.convert.references import HubReference, parse_reference, resolve_model
 
-    out = convert(args.src, args.out, to=args.to, overwrite=args.overwrite)
+    src = args.src
+    if isinstance(parse_reference(src), HubReference):
+        src = resolve_model(src)
+    out = convert(src, args.out, to=args.to, overwrite=args.overwrite)
     print(f"wrote {args.to} model directory {out}")
+
+
+def _cache(args: argparse.Namespace) -> None:
+    """Lists or clears the models converted from references (hf:ORG/NAME, Hugging Face /
+    TF1 directories) in the kbert cache ($KBERT_CACHE, else ~/.cache/kbert)."""
+    from kbert.convert.references import cache_dir, clear_cache, list_cache  # lazy: light
+
+    if args.action == "list":
+        entries = list_cache()
+        print(f"{cache_dir()}: {len(entries)} model(s), "
+              f"{sum(e.size_bytes for e in entries) / 1e6:.1f} MB")
+        for entry in entries:
+            print(f"{entry.reference}\t{entry.revision}\t{entry.size_bytes / 1e6:.1f} MB"
+                  f"\t{entry.path}")
+        return
+    removed = clear_cache(args.references or None)
+    print(f"removed {len(removed)} model(s), {sum(e.size_bytes for e in removed) / 1e6:.1f} "
+          f"MB, from {cache_dir()}")
 
 
 def _vocab(args: argparse.Namespace) -> None:
@@ -42,6 +66,11 @@ def add_parsers(commands) -> None:
                    help="layout of OUT (default: kbert model directory)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
+    p = command(commands, "cache", _cache,
+                help="list or clear the models converted from references (hf:ORG/NAME)")
+    p.add_argument("action", choices=("list", "clear"))
+    p.add_argument("references", nargs="*", metavar="REFERENCE",
+                   help="clear: only these (hf:ORG/NAME or a directory); default: all")
 
     p = command(commands, "vocab", _vocab,
                 help="learn a WordPiece vocabulary from text files")

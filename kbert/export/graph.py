@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 from safetensors import safe_open
 
+from kbert.convert.references import resolve_model
 from kbert.export.settings import PRECISIONS
 from kbert.io.model_dir import (MLM_HEAD_KEYS, WEIGHTS_FILE, assign_encoder_weights,
                                 read_checkpoint)
@@ -235,7 +236,7 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
             (`kbert.tasks.spec.TaskSpec.length_multiple`). The TFLite function always pads
             to T: a static shape is what the converter and interpreter handle well.
     """
-    model_dir = os.fspath(model_dir)
+    model_dir = resolve_model(model_dir)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     found = model_kind(model_dir)

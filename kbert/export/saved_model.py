@@ -33,6 +33,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 import kbert
+from kbert.convert.references import HubReference, parse_reference, resolve_model
 from kbert.export.graph import (DEFAULT_SEQ_LEN, KINDS, PRECISIONS, ServingGraph,
                                 ServingModule, build_serving_graph)
 from kbert.export.layout import (INFO_FILE, MODELS_CONFIG, SIGNATURES, TFLITE_FILE, WARMUP_FILE,
@@ -74,10 +75,13 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
     if out_root is not None:
         options["out_root"] = os.fspath(out_root)
     settings = dataclasses.replace(settings or ExportSettings(), **options)
-    model_dir = os.fspath(model_dir)
+    reference = parse_reference(model_dir)
+    model_dir = resolve_model(model_dir)
     if settings.tflite or settings.quantize is not None:
         check_tflite_options(settings.tflite, settings.quantize, settings.precision)
-    name = settings.name or os.path.basename(os.path.normpath(os.path.abspath(model_dir)))
+    default_name = (reference.repo_id.split("/")[-1] if isinstance(reference, HubReference)
+                    else os.path.basename(os.path.normpath(os.path.abspath(model_dir))))
+    name = settings.name or default_name
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
                          "(it is a directory and a TF Serving model name)")

@@ -21,6 +21,7 @@ import keras_hub
 import tensorflow as tf
 
 from kbert.config import BertConfig
+from kbert.convert.references import resolve_model
 from kbert.io.model_dir import assign_encoder_weights, read_checkpoint
 from kbert.layers import (Dropout, LayerNorm, TransformerBlock, get_activation,
                           static_size)
@@ -227,7 +228,9 @@ def build_encoder(config: BertConfig, name: str = ENCODER_NAME) -> BertEncoder:
 
 
 def load_model(path: str | os.PathLike) -> BertEncoder:
-    """Loads the encoder of a kbert model directory (`BertEncoder`)."""
+    """Loads the encoder of a model reference (`BertEncoder`): a kbert model directory,
+    a Hugging Face or TF1 directory, or hf:ORG/NAME[@REV] (kbert.convert.references)."""
+    path = resolve_model(path)
     checkpoint = read_checkpoint(path)
     model = build_encoder(checkpoint.config)
     assign_encoder_weights(model, checkpoint.weights, source=os.fspath(path))

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbert.data.batching import trim_features
+from kbert.convert.references import resolve_model
 from kbert.io.model_dir import assign_encoder_weights, read_checkpoint
 from kbert.models.encoder import build_encoder
 from kbert.tasks.spec import DEFAULT_LENGTH_MULTIPLE
@@ -152,6 +153,7 @@ def embed(model_dir: str | os.PathLike, texts: Sequence[str], pooling: str = "cl
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise ValueError(f"text {i + 1} is a {type(text).__name__}, not a string")
+    model_dir = resolve_model(model_dir)
     checkpoint = read_checkpoint(model_dir)
     config = checkpoint.config
     check_pooling(pooling, layer, concat_last_four, config.num_layers)

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbert.data.batching import trim_features
+from kbert.convert.references import resolve_model
 from kbert.io.model_dir import read_checkpoint
 from kbert.models.pretrainer import load_pretrainer
 from kbert.tasks.spec import DEFAULT_LENGTH_MULTIPLE
@@ -31,6 +32,7 @@ def fill_mask(model_dir: str | os.PathLike, texts: list[str], top_k: int = 5
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+    model_dir = resolve_model(model_dir)
     checkpoint = read_checkpoint(model_dir)
     if not checkpoint.has_pretraining_heads:
         raise ValueError(f"{model_dir} has no masked-LM head: fill-mask needs a model from "

@@ -13,6 +13,7 @@ import os
 
 import keras
 
+from kbert.convert.references import resolve_model
 from kbert.io.model_dir import (Checkpoint, assign_encoder_weights, encoder_weights,
                              read_checkpoint, read_vocab, write_model_dir)
 from kbert.models.encoder import build_encoder
@@ -50,7 +51,7 @@ def load_task_model(path: str | os.PathLike, spec: TaskSpec | None = None):
     Otherwise the directory's task.json and head weights are used; a missing or misshapen
     head tensor is a ValueError naming it.
     """
-    path = os.fspath(path)
+    path = resolve_model(path)
     checkpoint = read_checkpoint(path)
     fresh_head = spec is not None
     if spec is None:

@@ -46,6 +46,7 @@ from typing import Sequence
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from kbert.convert.references import resolve_model
 from kbert.io.model_dir import VOCAB_FILE, read_lowercase, read_vocab
 from kbert.text.normalizer import normalizer_model
 
@@ -111,10 +112,12 @@ class Tokenizer(tf.Module):
 
     @classmethod
     def from_model_dir(cls, path: str | os.PathLike, **kwargs) -> "Tokenizer":
-        """The tokenizer of a kbert model directory (vocab.txt + tokenizer_config.json).
+        """The tokenizer of a model reference (a kbert model directory: vocab.txt +
+        tokenizer_config.json; or what kbert.convert.references resolves).
 
         A missing tokenizer_config.json means uncased, as in `kbert.io.model_dir`.
         """
+        path = resolve_model(path)
         return cls(os.path.join(path, VOCAB_FILE), lowercase=read_lowercase(path), **kwargs)
 
     def __call__(self, text) -> tf.RaggedTensor | tf.Tensor:

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
+from kbert.convert.references import HF_PREFIX
 from kbert.io.atomic import atomic_directory
 from kbert.tasks.registry import task_for_kind
 from kbert.tasks.task_dir import load_task_model, save_task_model
@@ -237,6 +238,8 @@ def _check_settings(settings: FinetuneSettings) -> None:
         raise ValueError(f"warmup_fraction must be in [0, 1], got {settings.warmup_fraction!r}")
     for name in ("model", "train") + (("eval",) if settings.eval else ()):
         path = getattr(settings, name)
+        if name == "model" and str(path).startswith(HF_PREFIX):
+            continue  # a Hub reference: resolved (downloaded, converted) when loaded
         if not os.path.exists(path):
             raise FileNotFoundError(f"--{name} {path}: no such file or directory")
 

@@ -54,10 +54,11 @@ def _model_and_vocab(settings: PretrainingSettings):
     """(BertConfig, vocab tokens, lowercase, initial weights or None)."""
     # lazy: after the strategy (see `pretrain`)
     from kbert.config import BertConfig
+    from kbert.convert.references import resolve_model
     from kbert.io.model_dir import read_checkpoint, read_vocab
 
     if settings.init:
-        checkpoint = read_checkpoint(settings.init)
+        checkpoint = read_checkpoint(resolve_model(settings.init))
         return checkpoint.config, checkpoint.vocab, checkpoint.lowercase, checkpoint.weights
     if not settings.vocab:
         raise ValueError("give --vocab (a vocab.txt, e.g. from `kbert vocab`) or --init MODEL_DIR")
