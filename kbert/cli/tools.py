@@ -10,16 +10,19 @@ from kbert.cli.flags import command
 
 def _convert(args: argparse.Namespace) -> None:
     """Converts SRC (a Hugging Face BERT directory, an original TF1 BERT checkpoint
-    directory or a kbert model directory, recognised from its files; or hf:ORG/NAME[@REV],
-    downloaded from the Hugging Face Hub) into OUT."""
+    directory, a keras-hub BertBackbone preset or a kbert model directory, recognised from
+    its files; or a reference: hf:ORG/NAME[@REV], kaggle://... keras-hub handles) into
+    OUT."""
     # lazy: `kbert --help` and light commands must not import TensorFlow
     from kbert.convert import convert
-    from kbert.convert.references import HubReference, parse_reference, resolve_model
+    from kbert.convert.references import (KAGGLE_PREFIX, HubReference, parse_reference,
+                                          resolve_model)
 
     src = args.src
-    if isinstance(parse_reference(src), HubReference):
+    if isinstance(parse_reference(src), HubReference) or src.startswith(KAGGLE_PREFIX):
         src = resolve_model(src)
-    out = convert(src, args.out, to=args.to, overwrite=args.overwrite)
+    out = convert(src, args.out, to=args.to, overwrite=args.overwrite,
+                  approximate_gelu=args.approximate_gelu)
     print(f"wrote {args.to} model directory {out}")
 
 
@@ -62,8 +65,12 @@ def add_parsers(commands) -> None:
                 help="import a Hugging Face / TF1 checkpoint, or export to Hugging Face")
     p.add_argument("src", metavar="SRC")
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--to", choices=("kbert", "hf"), default="kbert",
-                   help="layout of OUT (default: kbert model directory)")
+    p.add_argument("--to", choices=("kbert", "hf", "keras-hub"), default="kbert",
+                   help="layout of OUT (default: kbert model directory; keras-hub: a "
+                        "BertBackbone + BertTokenizer preset)")
+    p.add_argument("--approximate-gelu", action="store_true",
+                   help="--to keras-hub for a model with exact GELU: write it with "
+                        "keras-hub's tanh GELU anyway (its outputs change slightly)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
     p = command(commands, "cache", _cache,

@@ -3,6 +3,10 @@
     DIR                   a kbert model directory, used as it is
     DIR                   a Hugging Face or original TF1 BERT directory: converted once into
                           the kbert cache (keyed by the directory's files), then reused
+    DIR                   a keras-hub BertBackbone preset directory (as save_to_preset
+                          writes it): converted once, like a Hugging Face directory
+    kaggle://...          a keras-hub preset handle, loaded by keras-hub's own preset
+                          loader (kagglehub's cache), converted once per handle
     hf:ORG/NAME[@REV]     a Hugging Face Hub repository at a branch, tag or commit (default
                           "main"): the files a BERT needs are downloaded through
                           huggingface_hub (its cache, HF_HOME, HF_ENDPOINT, HF_TOKEN and
@@ -37,6 +41,7 @@ from kbert.convert.formats import convert, detect_format
 from kbert.io.atomic import atomic_directory
 
 HF_PREFIX = "hf:"
+KAGGLE_PREFIX = "kaggle://"
 SOURCE_FILE = "source.json"
 # Bumped when a converted directory's layout changes: entries of another format are
 # converted again instead of being read.
@@ -87,6 +92,8 @@ def resolve_model(reference: str | os.PathLike) -> str:
     if isinstance(parsed, HubReference):
         return _resolve_hub(parsed)
     path = parsed
+    if path.startswith(KAGGLE_PREFIX):
+        return _resolve_keras_hub_handle(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
     fmt = detect_format(path)
@@ -121,6 +128,17 @@ def _resolve_hub(ref: HubReference) -> str:
                     "requested_revision": ref.revision, "format": fmt})
 
 
+def _resolve_keras_hub_handle(handle: str) -> str:
+    """A kaggle:// preset through keras-hub (a handle names its version: the key)."""
+    from kbert.convert.keras_hub import read_preset
+    from kbert.io.model_dir import write_model_dir
+
+    return _cached(handle, handle, handle[len(KAGGLE_PREFIX):],
+                   {"reference": handle, "revision": handle.rsplit("/", 1)[-1],
+                    "format": "keras-hub"},
+                   make=lambda staging: write_model_dir(staging, read_preset(handle)))
+
+
 def _download(ref: HubReference) -> tuple[str, str]:
     """(snapshot directory, commit) through huggingface_hub; errors as one line."""
     import huggingface_hub  # lazy: only hf: references need it
@@ -148,18 +166,19 @@ def _download(ref: HubReference) -> tuple[str, str]:
     return snapshot, commit
 
 
-def _cached(source: str, key: str, name: str, record: dict) -> str:
-    """The kbert cache entry for `key` (the source and its revision), converted from
-    `source` if not there yet; its directory is `name` plus a digest of the key."""
+def _cached(source: str, key: str, name: str, record: dict, make=None) -> str:
+    """The kbert cache entry for `key` (the source and its revision), made if not there
+    yet by `make(directory)` (default: converting `source` there); its directory is `name`
+    plus a digest of the key."""
     name = re.sub(r"[^\w.-]+", "-", name).strip("-.")[-60:] or "model"
     digest = hashlib.sha256(f"{key}|{MODEL_DIR_FORMAT}".encode()).hexdigest()[:12]
     entry = os.path.join(cache_dir(), "models", f"{name}-{digest}")
     if os.path.isfile(os.path.join(entry, SOURCE_FILE)):
         return entry
     with atomic_directory(entry, overwrite=True) as tmp:
-        # convert() writes a directory of its own: into the staging one, then moved up.
+        # The writers make a directory of their own: into the staging one, then moved up.
         staging = os.path.join(tmp, "model")
-        convert(source, staging)
+        (make or (lambda out: convert(source, out)))(staging)
         for item in os.listdir(staging):
             os.rename(os.path.join(staging, item), os.path.join(tmp, item))
         os.rmdir(staging)
