@@ -39,6 +39,7 @@ import tempfile
 
 from kbert.convert.formats import convert, detect_format
 from kbert.io.atomic import atomic_directory
+from kbert.io.model_dir import write_model_dir
 
 HF_PREFIX = "hf:"
 KAGGLE_PREFIX = "kaggle://"
@@ -96,7 +97,10 @@ def resolve_model(reference: str | os.PathLike) -> str:
         return _resolve_keras_hub_handle(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
-    fmt = detect_format(path)
+    try:
+        fmt = detect_format(path)
+    except ValueError:  # not a layout kbert converts: the reader names what is missing
+        return path
     if fmt == "kbert":
         return path
     source = os.path.abspath(path)
@@ -130,8 +134,7 @@ def _resolve_hub(ref: HubReference) -> str:
 
 def _resolve_keras_hub_handle(handle: str) -> str:
     """A kaggle:// preset through keras-hub (a handle names its version: the key)."""
-    from kbert.convert.keras_hub import read_preset
-    from kbert.io.model_dir import write_model_dir
+    from kbert.convert.keras_hub import read_preset  # lazy: keras-hub only for presets
 
     return _cached(handle, handle, handle[len(KAGGLE_PREFIX):],
                    {"reference": handle, "revision": handle.rsplit("/", 1)[-1],
