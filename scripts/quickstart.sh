@@ -47,7 +47,10 @@ echo " masked-LM head to ask: only its encoder was kept)"
 
 step "5/9 fine-tuning: Austen or Melville? ($SAMPLES/authors_train.tsv), three starting points"
 .venv/bin/python - "$WORK/vocab.txt" "$WORK/random" <<'PY'
-import sys, keras
+import sys
+from kbert.cli.stderr_filter import install
+install([])  # as a kbert command: no TensorFlow start-up notices
+import keras
 from kbert.config import BertConfig
 from kbert.io.model_dir import read_vocab, save_model
 from kbert.models.encoder import build_encoder
@@ -113,6 +116,8 @@ step "9/9 the TFLite model on the same texts (ai-edge-litert interpreter + tf-te
 TFLITE=$(ls -d saved_models/quickstart_authors/*/ | sort -t/ -k3 -n | tail -1)model.tflite
 .venv/bin/python - "$TFLITE" "$TEXT1" "$TEXT2" <<'PY'
 import sys
+from kbert.cli.stderr_filter import install
+install([])  # as a kbert command: no TensorFlow start-up notices
 from kbert.serving.tflite_runtime import TFLiteModel
 model = TFLiteModel(sys.argv[1])
 out = model(text=sys.argv[2:])

@@ -4,8 +4,9 @@ TF 2.21 writes them to file descriptor 2 from C++ while it loads, whatever
 TF_CPP_MIN_LOG_LEVEL says (absl logs before its own initialisation, twice, once per
 shared library): "WARNING: All log messages before absl::InitializeLog() is called ...",
 the oneDNN notice, "Could not find cuda drivers", the CPU-instructions notice, "failed
-call to cuInit" on machines without a GPU, and at the first int32 matrix op the note that
-oneDNN falls back to Eigen. None of them asks anything of the user.
+call to cuInit" on machines without a GPU, at the first int32 matrix op the note that
+oneDNN falls back to Eigen, and TFLite's note that it made its XNNPACK delegate. None of
+them asks anything of the user.
 
 `install()` (called by the `kbert` entry point, not by `main(argv)` in a library or a test)
 points fd 2 at a pipe read by a child process running this file, which forwards every
@@ -27,6 +28,7 @@ import sys
 # Whole lines.
 NOISE_LINES = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 )
 # Messages of absl-formatted lines ("I0000 00:00:1796260441.977057   30222 port.cc:153] ...").
 NOISE_MESSAGES = (

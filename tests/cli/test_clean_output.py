@@ -30,6 +30,7 @@ STARTUP_LINES = [
     "E0000 00:00:1796257092.947097   23643 util.cc:131] oneDNN supports DT_INT32 only on "
     "platforms with AVX-512. Falling back to the default Eigen-based implementation if "
     "present.",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 ]
 KEPT_LINES = [
     "kbert inspect: error: /nowhere does not exist",
