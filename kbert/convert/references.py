@@ -162,9 +162,11 @@ def _download(ref: HubReference) -> tuple[str, str]:
                else f"{huggingface_hub.constants.ENDPOINT} cannot be reached")
         raise ValueError(f"{ref}: not in the Hugging Face cache "
                          f"({huggingface_hub.constants.HF_HUB_CACHE}) and {why}") from None
-    except (errors.HfHubHTTPError, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{ref}: download failed: {first}") from None
+    except Exception as error:  # HTTP, connection (httpx), disk: one line, not a traceback
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(f"{ref}: download failed ({type(error).__name__}: {first}); "
+                         f"run again to resume it") from None
     commit = os.path.basename(os.path.normpath(snapshot))
     return snapshot, commit
 

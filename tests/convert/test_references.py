@@ -186,3 +186,41 @@ def test_local_hugging_face_directory_converts_once(hub, tmp_path):
     assert resolve(hf_dir, env) != first
     missing = resolve(str(tmp_path / "nowhere"), env)
     assert missing == f"ERROR {tmp_path / 'nowhere'}: no such file or directory"
+
+
+def test_cut_off_download_is_one_line_and_resumes(hub, tmp_path):
+    """A connection that drops mid-file: one line, nothing in the kbert cache; the next
+    try completes it and the weights are whole."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "KBERT_CACHE": str(tmp_path / "kbert")}
+    hub.cut_off.add("model.safetensors")
+    try:
+        line = resolve("hf:org/tiny-bert", env, hub)
+    finally:
+        hub.cut_off.clear()
+    assert line.startswith("ERROR hf:org/tiny-bert: download failed"), line
+    assert "run again to resume it" in line
+    models = tmp_path / "kbert" / "models"
+    assert not models.exists() or os.listdir(models) == []
+    weights_equal(resolve("hf:org/tiny-bert", env, hub), hub.sources["new"])
+
+
+def test_finetune_from_a_warm_cache_offline(hub, tmp_path):
+    """`kbert finetune classify --model hf:ORG/NAME` with HF_HUB_OFFLINE=1 after one
+    online use: no request reaches the server, the run finishes."""
+    from helpers.finetune import keyword_rows, write_tsv
+
+    env = {"HF_HOME": str(tmp_path / "hf"), "KBERT_CACHE": str(tmp_path / "kbert")}
+    resolve("hf:org/tiny-bert", env, hub)
+    before = len(hub.requests)
+    train = write_tsv(tmp_path / "train.tsv", keyword_rows(64, seed=1))
+    dev = write_tsv(tmp_path / "dev.tsv", keyword_rows(16, seed=2))
+    full = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    full.update(PYTHONPATH=REPO, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="1", **env)
+    result = subprocess.run(
+        [sys.executable, "-m", "kbert.cli", "finetune", "classify", "--model",
+         "hf:org/tiny-bert", "--train", train, "--eval", dev, "--out", str(tmp_path / "run"),
+         "--seq-len", "16", "--epochs", "1", "--batch-size", "16"],
+        capture_output=True, text=True, timeout=300, env=full)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "run" / "metrics.json")
+    assert len(hub.requests) == before

@@ -25,6 +25,9 @@ class FakeHub:
     def __init__(self):
         self.repos: dict[str, dict] = {}
         self.requests: list[str] = []
+        # File names whose GET sends half the bytes it announced, then closes: a
+        # download cut off mid-way.
+        self.cut_off: set[str] = set()
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -89,9 +92,19 @@ class FakeHub:
             if data is None:
                 self._send(handler, 404, b"", head, {"X-Error-Code": "EntryNotFound"})
                 return
-            self._send(handler, 200, data, head,
-                       {"X-Repo-Commit": commit,
-                        "ETag": f'"{hashlib.sha1(data).hexdigest()}"'})
+            headers = {"X-Repo-Commit": commit,
+                       "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}
+            if name in self.cut_off and not head:
+                handler.send_response(200)
+                for key, value in headers.items():
+                    handler.send_header(key, value)
+                handler.send_header("Content-Length", str(len(data)))
+                handler.end_headers()
+                handler.wfile.write(data[:len(data) // 2])
+                handler.wfile.flush()
+                handler.close_connection = True
+                return
+            self._send(handler, 200, data, head, headers)
             return
         self._send(handler, 404, b"", head, {})
 
