@@ -4,6 +4,7 @@ Hugging Face layout or as a keras-hub preset (`kbert convert`)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from kbert.convert.hf import is_hf_dir, read_hf, write_hf
@@ -12,6 +13,7 @@ from kbert.convert.tf1 import is_tf1_dir, read_tf1
 from kbert.io.model_dir import Checkpoint, is_model_dir, read_checkpoint, write_model_dir
 
 FORMATS = ("kbert", "hf", "tf1", "keras-hub")
+TASK_FILE = "task.json"  # a fine-tuned model's TaskSpec (kbert.tasks.task_dir)
 TARGETS = ("kbert", "hf", "keras-hub")
 
 
@@ -67,6 +69,11 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, to: str = "kbert",
     if to == "hf":
         return write_hf(checkpoint, out, overwrite=overwrite)
     if to == "keras-hub":
+        task_file = os.path.join(os.fspath(src), TASK_FILE)
+        task = None
+        if os.path.isfile(task_file):
+            with open(task_file, encoding="utf-8") as f:
+                task = json.load(f)
         return write_preset(checkpoint, out, approximate_gelu=approximate_gelu,
-                            overwrite=overwrite)
+                            overwrite=overwrite, task=task)
     return write_model_dir(out, checkpoint, overwrite=overwrite)

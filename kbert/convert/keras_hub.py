@@ -12,7 +12,12 @@ differences in the architecture matter:
   `approximate_gelu=True` accepts the change (the command prints the difference it makes).
 - keras-hub's LayerNorm epsilon is 1e-12, as BERT's; a model with another epsilon is
   refused the same way.
-Heads (masked-LM, NSP, task heads) are not part of a backbone preset and are left out.
+A fine-tuned single-label classifier (task.json "classification") is written as a
+`BertTextClassifier` preset instead: the backbone, its preprocessor (the tokenizer and the
+model's T) and the dense head on `pooled_output`, which keras-hub's classifier has too, so
+`keras_hub.models.BertTextClassifier.from_preset(DIR).predict(texts)` gives kbert's logits.
+Other heads (masked-LM, NSP, regression, tagging, QA) have no keras-hub counterpart here and
+are left out: the preset is the backbone.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from kbert.io.model_dir import Checkpoint
 PRESET_CONFIG = "config.json"
 PRESET_WEIGHTS = "model.weights.h5"
 KERAS_HUB_EPSILON = 1e-12
+CLASSIFIER_HEAD = "classifier"  # a kbert classification model's head weights
 # kbert's encoder path -> keras-hub's, where they differ
 _RENAMED = {"pooler/": "pooled_dense/"}
 
@@ -91,9 +97,11 @@ def read_preset(preset: str) -> Checkpoint:
 
 
 def write_preset(checkpoint: Checkpoint, out: str | os.PathLike,
-                 approximate_gelu: bool = False, overwrite: bool = False) -> str:
+                 approximate_gelu: bool = False, overwrite: bool = False,
+                 task: dict | None = None) -> str:
     """Writes `checkpoint`'s encoder as a keras-hub BertBackbone + BertTokenizer preset
-    (atomically); returns its path.
+    (atomically); returns its path. With `task` (a task.json's content) of a
+    classification model, a BertTextClassifier preset with its head.
 
     Raises:
         ValueError: an activation or LayerNorm epsilon BertBackbone cannot express (exact
@@ -134,7 +142,26 @@ def write_preset(checkpoint: Checkpoint, out: str | os.PathLike,
                          f"{', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=list(checkpoint.vocab),
                                                lowercase=checkpoint.lowercase)
+    classifier = None
+    if task is not None and task.get("task") == "classification":
+        labels = list(task.get("labels") or [])
+        kernel = checkpoint.weights.get(f"{CLASSIFIER_HEAD}/kernel")
+        bias = checkpoint.weights.get(f"{CLASSIFIER_HEAD}/bias")
+        if kernel is None or bias is None or kernel.shape != (config.hidden_dim, len(labels)):
+            raise ValueError(f"task.json names {len(labels)} classes but the weights have no "
+                             f"{CLASSIFIER_HEAD}/kernel of shape "
+                             f"{(config.hidden_dim, len(labels))}")
+        preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+            tokenizer, sequence_length=int(task.get("seq_len", 128)))
+        classifier = keras_hub.models.BertTextClassifier(
+            backbone, num_classes=len(labels), preprocessor=preprocessor,
+            dropout=float(task.get("classifier_dropout", 0.1)))
+        classifier.output_dense.kernel.assign(kernel)
+        classifier.output_dense.bias.assign(bias)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        backbone.save_to_preset(tmp)
-        tokenizer.save_to_preset(tmp)
+        if classifier is not None:
+            classifier.save_to_preset(tmp)
+        else:
+            backbone.save_to_preset(tmp)
+            tokenizer.save_to_preset(tmp)
     return os.fspath(out)

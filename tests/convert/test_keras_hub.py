@@ -77,3 +77,28 @@ def test_keras_hub_preset_into_kbert(tmp_path, features, monkeypatch):
     cached = resolve_model(preset)
     assert cached.startswith(str(tmp_path / "cache")) and resolve_model(preset) == cached
     assert_same(outputs(kbert.load_model(preset), features), want, atol=1e-5)
+
+
+def test_kbert_classifier_as_a_keras_hub_text_classifier(tmp_path):
+    """A fine-tuned kbert classifier (task.json) becomes a BertTextClassifier preset whose
+    predict on raw strings gives kbert's probabilities."""
+    from kbert.tasks import TaskSpec, build_task_model, save_task_model
+    from kbert.training.finetune import predict
+    from helpers.tiny import tiny_encoder
+
+    config = dataclasses.replace(tiny_config(num_layers=2), activation="gelu_approximate")
+    spec = TaskSpec("classification", labels=("a", "b", "c"), seq_len=16)
+    model = build_task_model(tiny_encoder(config, seed=5), spec)
+    # A head with some spread, so that the probabilities tell texts apart.
+    model.head.kernel.assign(np.random.default_rng(0).normal(
+        0, 1.0, model.head.kernel.shape).astype("float32"))
+    model_dir = save_task_model(tmp_path / "clf", model, spec, config, VOCAB)
+    preset = convert(model_dir, tmp_path / "preset", to="keras-hub")
+    classifier = keras_hub.models.BertTextClassifier.from_preset(preset)
+    texts = ["w1 w2 w3", "w7", "w4 w5 w6 w7 w8 w9 w10"]
+    logits = np.asarray(classifier.predict(texts, verbose=0), dtype=np.float64)
+    got = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))  # log-probabilities
+    want = np.log([[p["probabilities"][label] for label in spec.labels]
+                   for p in predict(model_dir, texts)])
+    assert np.abs(want[0] - want[1]).max() > 0.02  # the texts get different answers
+    np.testing.assert_allclose(got, want, atol=1e-5)
