@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    tools.add_parsers(commands)  # convert, vocab
+    tools.add_parsers(commands)  # convert, cache, vocab
     pretrain.add_parsers(commands)  # pretrain, fill-mask
     finetune.add_parsers(commands)  # finetune, evaluate, predict, embed
     export.add_parsers(commands)  # export, inspect
