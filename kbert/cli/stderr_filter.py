@@ -4,7 +4,7 @@ TF 2.21 writes them to file descriptor 2 from C++ while it loads, whatever
 TF_CPP_MIN_LOG_LEVEL says (absl logs before its own initialisation, twice, once per
 shared library): "WARNING: All log messages before absl::InitializeLog() is called ...",
 the oneDNN notice, "Could not find cuda drivers", the CPU-instructions notice, "failed
-call to cuInit" on machines without a GPU, at the first int32 matrix op the note that
+call to cuInit" on machines without a GPU, at the first int32 / int64 matrix op the note that
 oneDNN falls back to Eigen, and TFLite's note that it made its XNNPACK delegate. None of
 them asks anything of the user.
 
@@ -36,7 +36,7 @@ NOISE_MESSAGES = (
     "Could not find cuda drivers on your machine",
     "This TensorFlow binary is optimized to use available CPU instructions",
     "failed call to cuInit",
-    "oneDNN supports DT_INT32 only on platforms with AVX-512",
+    "oneDNN supports DT_INT",  # DT_INT32, DT_INT64: "only on platforms with AVX-512"
     "Unable to register cuDNN factory",
     "Unable to register cuFFT factory",
     "Unable to register cuBLAS factory",

@@ -30,6 +30,9 @@ STARTUP_LINES = [
     "E0000 00:00:1796257092.947097   23643 util.cc:131] oneDNN supports DT_INT32 only on "
     "platforms with AVX-512. Falling back to the default Eigen-based implementation if "
     "present.",
+    "E0000 00:00:1796263741.935668   13062 util.cc:131] oneDNN supports DT_INT64 only on "
+    "platforms with AVX-512. Falling back to the default Eigen-based implementation if "
+    "present.",
     "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 ]
 KEPT_LINES = [
