@@ -22,6 +22,7 @@ LAYERS = (
     ("kbert.data",),
     ("kbert.tasks",),
     ("kbert.training",),
+    ("kbert.glue",),
     ("kbert.export",),
     ("kbert.serving",),
     ("kbert.finetuning",),  # the public fine-tuning API (a re-export of kbert.training)

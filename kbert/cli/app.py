@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from kbert.cli import export, finetune, pretrain, serve, stderr_filter, tools
+from kbert.cli import export, finetune, glue, pretrain, serve, stderr_filter, tools
 from kbert.errors import TrainingDiverged
 from kbert.serving.errors import ServingError
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools.add_parsers(commands)  # convert, cache, vocab
     pretrain.add_parsers(commands)  # pretrain, fill-mask
     finetune.add_parsers(commands)  # finetune, evaluate, predict, embed
+    glue.add_parsers(commands)  # glue
     export.add_parsers(commands)  # export, inspect
     serve.add_parsers(commands)  # serve
     return parser

@@ -222,6 +222,15 @@ def _jsonl_rows(path: str, columns: dict[str, Column]) -> Iterator[tuple[int, di
         raise ValueError(f"{path}: the file is empty")
 
 
+def tsv_rows(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank line of a TSV file, split on TAB with no
+    quoting, UTF-8 byte-order mark dropped, bad UTF-8 a ValueError naming the line; for
+    readers that interpret rows themselves (kbert.glue.files)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        yield from _tsv_records(_decoded_lines(path, f))
+
+
 def read_lines(path: str | os.PathLike) -> list[str]:
     """Non-blank lines of a plain UTF-8 text file (one text per line), BOM dropped."""
     path = os.fspath(path)
