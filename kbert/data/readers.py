@@ -34,12 +34,15 @@ class TextExample:
         label: the label as written in the file (a string; regression scores are parsed
             later, where the task is known), None when the file has no label column.
         source: where the example came from ("file:line"), for error messages.
+        labels: multi-label files only: the example's set of labels (possibly empty), in
+            the file's order; `label` then holds the cell as written (or None).
     """
 
     text: str
     text_pair: str | None = None
     label: str | None = None
     source: str = "<input>"
+    labels: tuple[str, ...] | None = None
 
 
 Column = str | int
@@ -62,7 +65,9 @@ def parse_column(value: Column | None) -> Column | None:
 
 def read_text_examples(path: str | os.PathLike, text_column: Column = "text",
                        pair_column: Column | None = None,
-                       label_column: Column | None = "label") -> list[TextExample]:
+                       label_column: Column | None = "label",
+                       label_separator: str | None = None,
+                       label_columns: Sequence[Column] | None = None) -> list[TextExample]:
     """Reads texts (pairs) and labels from a TSV / CSV / JSONL file.
 
     Args:
@@ -70,6 +75,10 @@ def read_text_examples(path: str | os.PathLike, text_column: Column = "text",
         text_column: name (or 0-based index in a header-less TSV / CSV) of the text.
         pair_column: the second text of a pair, or None.
         label_column: the label, or None for unlabelled files.
+        label_separator: multi-label: the label column holds several labels split by
+            this string ("toxic|insult"; an empty cell = no label): `TextExample.labels`.
+        label_columns: multi-label: one 0/1 column per label (1 / true: the example has
+            the label named by the column); `label_column` is then not read.
 
     Returns:
         TextExample per data row, in file order; labels are kept as strings (JSON numbers
@@ -85,6 +94,14 @@ def read_text_examples(path: str | os.PathLike, text_column: Column = "text",
         raise FileNotFoundError(f"{path}: no such file")
     columns = {"text": parse_column(text_column), "text_pair": parse_column(pair_column),
                "label": parse_column(label_column)}
+    if label_columns:
+        columns["label"] = None
+        for i, column in enumerate(label_columns):
+            columns[f"{_FLAG}{i}"] = parse_column(column)
+    elif label_separator is not None and columns["label"] is not None:
+        if not label_separator:
+            raise ValueError("label_separator must not be empty")
+        columns[_LABEL_SET] = columns.pop("label")
     columns = {field: c for field, c in columns.items() if c is not None}
     numbered = [isinstance(c, int) for c in columns.values()]
     if any(numbered) and not all(numbered):
@@ -97,10 +114,39 @@ def read_text_examples(path: str | os.PathLike, text_column: Column = "text",
         rows = _jsonl_rows(path, columns)
     else:
         rows = _table_rows(path, fmt, columns, header=not any(numbered))
-    examples = [TextExample(source=f"{path}:{line}", **fields) for line, fields in rows]
+    examples = [_example(path, line, fields, columns, label_separator)
+                for line, fields in rows]
     if not examples:
         raise ValueError(f"{path}: no examples (only a header or blank lines)")
     return examples
+
+
+# Field names of multi-label cells: the separated label cell, and the i-th 0/1 column.
+_LABEL_SET, _FLAG = "labels", "label column "
+_TRUE, _FALSE = ("1", "true", "1.0"), ("0", "false", "0.0")
+
+
+def _example(path: str, line: int, fields: dict, columns: dict,
+             separator: str | None) -> TextExample:
+    """A TextExample of one row's fields; multi-label cells become `labels`."""
+    if _LABEL_SET in fields:
+        cell = fields.pop(_LABEL_SET)
+        parts = [part.strip() for part in cell.split(separator)]
+        return TextExample(source=f"{path}:{line}", label=cell,
+                           labels=tuple(p for p in parts if p), **fields)
+    flags = sorted((name for name in fields if name.startswith(_FLAG)),
+                   key=lambda name: int(name[len(_FLAG):]))
+    if not flags:
+        return TextExample(source=f"{path}:{line}", **fields)
+    labels = []
+    for name in flags:
+        value = fields.pop(name).strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise ValueError(f"{path}: line {line}: field {columns[name]!r} must be 0 or 1 "
+                             f"(a label column), got {value!r}")
+        if value in _TRUE:
+            labels.append(str(columns[name]))
+    return TextExample(source=f"{path}:{line}", labels=tuple(labels), **fields)
 
 
 def _table_rows(path: str, fmt: str, columns: dict[str, Column],

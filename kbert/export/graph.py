@@ -35,7 +35,7 @@ from kbert.text import Tokenizer
 
 # The kinds of models that are not fine-tuned; fine-tuned ones export as their task kind.
 BASE_KINDS = ("fill-mask", "embedding")
-KINDS = BASE_KINDS + ("classification", "regression", "tagging", "qa")  # kbert's own
+KINDS = BASE_KINDS + ("classification", "multilabel", "regression", "tagging", "qa")
 
 DEFAULT_SEQ_LEN = 128
 

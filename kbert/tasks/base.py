@@ -137,6 +137,14 @@ class Task(abc.ABC):
                 batch_size: int) -> list[dict]:
         """One JSON-serialisable prediction per example (label, tags, answer text, ...)."""
 
+    def tune_on_eval(self, examples: Sequence[Any], predictions: Sequence[dict],
+                     spec: TaskSpec) -> tuple[TaskSpec, list[dict]]:
+        """Decoding settings chosen on the eval file (multi-label thresholds): returns
+        the spec to save with this epoch's weights and the predictions decided with it.
+        The runner calls it after every epoch's eval predictions, before `evaluate`.
+        Default: both unchanged."""
+        return spec, list(predictions)
+
     @abc.abstractmethod
     def evaluate(self, examples: Sequence[Any], predictions: Sequence[dict],
                  spec: TaskSpec) -> dict[str, float]:

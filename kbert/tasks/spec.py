@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
 # classification: softmax over `labels` (single text, or a pair when `pair`).
 # regression: one score (e.g. STS-B similarity), trained with mean squared error.
+# multilabel: any subset of `labels` per text (pair): one sigmoid per label.
 # tagging: one of `labels` per word (label on a word's first word-piece).
 # qa: extractive question answering (start / end logits over the context).
-TASKS = ("classification", "regression", "tagging", "qa")
+TASKS = ("classification", "multilabel", "regression", "tagging", "qa")
 # Kinds of tasks registered beyond kbert's own (`kbert.tasks.registry.register_task`).
 _REGISTERED: list[str] = []
 
@@ -67,6 +69,12 @@ class TaskSpec:
         read_options: the reading options the training file was read with (column
             names, file format), as sorted (name, value) pairs: `kbert evaluate` reads
             other files the same way unless told otherwise.
+        class_weights: classification / tagging: one loss weight per label (index =
+            label id), from `--class-weights` (kbert.tasks.class_weights); empty = every
+            label weighs 1 (no weighting).
+        thresholds: multilabel: a label is predicted when its probability is >= its
+            threshold (index = label id); chosen per label on the eval file, or given;
+            empty = 0.5 for every label.
         length_multiple: how inference pads (the serving graph, `predict`): m > 0 cuts
             each batch to its longest packed row rounded up to a multiple of m, at most
             `seq_len` (which stays the maximum and the truncation length); 0 pads every
@@ -87,6 +95,8 @@ class TaskSpec:
     null_score_threshold: float | None = None
     tag_scheme: str = "none"
     read_options: tuple[tuple[str, Any], ...] = ()
+    class_weights: tuple[float, ...] = ()
+    thresholds: tuple[float, ...] = ()
     length_multiple: int = DEFAULT_LENGTH_MULTIPLE
 
     def __post_init__(self):
@@ -103,11 +113,29 @@ class TaskSpec:
             raise ValueError(f"read_options must map option names to values, got "
                              f"{options!r}") from None
         object.__setattr__(self, "read_options", pairs)
-        if self.task in ("classification", "tagging") and len(self.labels) < 2:
+        thresholds = tuple(float(t) for t in self.thresholds)
+        object.__setattr__(self, "thresholds", thresholds)
+        if thresholds and (self.task != "multilabel" or len(thresholds) != len(self.labels)
+                           or not all(0.0 <= t <= 1.0 for t in thresholds)):
+            raise ValueError(f"thresholds need one number in [0, 1] per label of a "
+                             f"multilabel task; got {list(thresholds)} for {self.task} "
+                             f"with labels {list(self.labels)}")
+        if self.task in ("classification", "multilabel", "tagging") and len(self.labels) < 2:
             raise ValueError(f"a {self.task} task needs at least 2 labels, got "
                              f"{list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"duplicate labels in {list(self.labels)}")
+        weights = tuple(float(w) for w in self.class_weights)
+        object.__setattr__(self, "class_weights", weights)
+        if weights:
+            if self.task not in ("classification", "tagging") or len(weights) != len(
+                    self.labels):
+                raise ValueError(f"class_weights need one weight per label of a "
+                                 f"classification or tagging task; got {len(weights)} for "
+                                 f"{self.task} with labels {list(self.labels)}")
+            if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+                raise ValueError(f"class_weights must be finite numbers >= 0, not all 0; "
+                                 f"got {list(weights)}")
         if self.seq_len < 8:
             raise ValueError(f"seq_len must be at least 8, got {self.seq_len}")
         check_length_multiple(self.length_multiple)
@@ -124,6 +152,12 @@ class TaskSpec:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
         d["read_options"] = dict(self.read_options)
+        # Empty ones are left out: other models keep the task.json they always had.
+        for key in ("class_weights", "thresholds"):
+            if d[key]:
+                d[key] = list(d[key])
+            else:
+                del d[key]
         del d["length_multiple"]  # an inference choice, not part of the trained model
         return d
 

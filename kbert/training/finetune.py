@@ -33,7 +33,7 @@ import tensorflow as tf
 from kbert.convert.references import HF_PREFIX
 from kbert.io.atomic import atomic_directory
 from kbert.tasks.registry import task_for_kind
-from kbert.tasks.task_dir import load_task_model, save_task_model
+from kbert.tasks.task_dir import load_task_model, read_task_spec, save_task_model
 from kbert.text import Tokenizer
 from kbert.training.optimizers import create_optimizer, set_precision
 from kbert.training.settings import FinetuneSettings
@@ -92,6 +92,7 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
     spec = task.make_spec(train, settings.seq_len, **options)
     spec = dataclasses.replace(spec, read_options={
         name: options[name] for name in task.read_option_names if name in options})
+    spec = _keep_class_weights(spec, settings.model, options)
     task.check_examples(train, spec, settings.train)
     evaluation = None
     if settings.eval:
@@ -121,6 +122,7 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
                       jit_compile=settings.jit_compile)
 
         epochs, seconds, best, best_weights, best_predictions = [], [], None, None, None
+        best_spec = spec
         for epoch in range(settings.epochs):
             start = time.perf_counter()
             # Windows make the batch count unknown to tf.data; telling Keras gives the
@@ -134,12 +136,14 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
             seconds.append(time.perf_counter() - start)
             record = {"epoch": epoch + 1, "loss": float(history.history["loss"][-1]),
                       "train_seconds": seconds[-1]}
-            predictions = None
+            predictions, epoch_spec = None, spec
             if evaluation is not None:
                 start = time.perf_counter()
                 predictions = task.predict(model, evaluation, tokenizer, spec,
                                            settings.batch_size)
-                scores = task.evaluate(evaluation, predictions, spec)
+                # e.g. multi-label thresholds, chosen on this epoch's eval predictions
+                epoch_spec, predictions = task.tune_on_eval(evaluation, predictions, spec)
+                scores = task.evaluate(evaluation, predictions, epoch_spec)
                 record.update(eval=scores, eval_seconds=time.perf_counter() - start)
                 logger.info("epoch %d: loss %.4f, %s", epoch + 1, record["loss"],
                             ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -147,7 +151,7 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
             if best is None or _better(record, epochs[best], primary):
                 best = epoch
                 best_weights = [w.numpy() for w in model.weights]
-                best_predictions = predictions
+                best_predictions, best_spec = predictions, epoch_spec
         if best != len(epochs) - 1:
             for variable, value in zip(model.weights, best_weights):
                 variable.assign(value)
@@ -158,11 +162,12 @@ def finetune(task, settings: FinetuneSettings, verbose="auto") -> FinetuneResult
             "epochs": epochs, "seconds_per_epoch": seconds,
             "train_examples": len(train), "train_batches_per_epoch": steps,
             "eval_examples": None if evaluation is None else len(evaluation),
-            "settings": settings.to_dict(), "spec": spec.to_dict(),
+            "settings": settings.to_dict(), "spec": best_spec.to_dict(),
         }
         with atomic_directory(out, overwrite=settings.overwrite) as tmp:
-            save_task_model(os.path.join(tmp, MODEL_SUBDIR), model, spec, checkpoint.config,
-                            checkpoint.vocab, lowercase=checkpoint.lowercase)
+            save_task_model(os.path.join(tmp, MODEL_SUBDIR), model, best_spec,
+                            checkpoint.config, checkpoint.vocab,
+                            lowercase=checkpoint.lowercase)
             _write_json(os.path.join(tmp, METRICS_FILE), metrics)
             if best_predictions is not None:
                 _write_jsonl(os.path.join(tmp, PREDICTIONS_FILE), best_predictions)
@@ -242,6 +247,20 @@ def _check_settings(settings: FinetuneSettings) -> None:
             continue  # a Hub reference: resolved (downloaded, converted) when loaded
         if not os.path.exists(path):
             raise FileNotFoundError(f"--{name} {path}: no such file or directory")
+
+
+def _keep_class_weights(spec, model: str, options) -> Any:
+    """Re-training a fine-tuned model (its directory as `--model`) on the same labels keeps
+    the class weights saved in its task.json, unless `class_weights` is given again."""
+    if "class_weights" in options or not os.path.isdir(model):
+        return spec
+    previous = read_task_spec(model)
+    if previous is None or not previous.class_weights or previous.task != spec.task \
+            or previous.labels != spec.labels:
+        return spec
+    logger.info("class weights from %s: %s", os.path.join(model, "task.json"),
+                dict(zip(spec.labels, previous.class_weights)))
+    return dataclasses.replace(spec, class_weights=previous.class_weights)
 
 
 def _count_batches(dataset) -> int:

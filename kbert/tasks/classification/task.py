@@ -24,8 +24,10 @@ core TF ops plus the tokenizer's two tf-text ops, dense shapes, no ragged kernel
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import re
 from typing import Any, Sequence
 
 import keras
@@ -36,13 +38,16 @@ from kbert.data.batching import trim_features, trim_to_longest
 from kbert.data.readers import TextExample, read_text_examples
 from kbert.tasks.classification import metrics
 from kbert.tasks.base import Task
-from kbert.tasks.classification import CARD, METRICS
+from kbert.tasks.class_weights import resolve_class_weights
+from kbert.tasks.classification import CARD, METRICS, MULTILABEL_METRICS, multilabel
 from kbert.tasks.heads import dense_head, pooled_logits
 from kbert.tasks.spec import TaskSpec
 from kbert.text.packer import pack
 
 logger = logging.getLogger(__name__)
 
+_MULTI_LABEL_FORMAT = ("multi-label data needs --label-separator (several labels in one "
+                      "column) or --label-columns (one 0/1 column per label)")
 # Examples tokenized together in the tf.data pipeline before windows are re-batched.
 _TOKENIZE_BATCH = 256
 
@@ -149,9 +154,11 @@ class ClassificationTask(Task):
 
     card = CARD
 
-    def __init__(self, metric: str = "accuracy", regression: bool = False):
+    def __init__(self, metric: str = "accuracy", regression: bool = False,
+                 multi_label: bool = False):
         self._metric = _check_metric(metric)
         self._regression = bool(regression)
+        self._multi_label = bool(multi_label)
 
     # the model ---------------------------------------------------------------------------
     def build_head(self, encoder_outputs, spec: TaskSpec, initializer):
@@ -162,16 +169,27 @@ class ClassificationTask(Task):
         return head, {"logits": head(dropout(encoder_outputs["pooled_output"]))}
 
     def format_prediction(self, prediction, text: str) -> str:
-        """`label<TAB>probability<TAB>text`, or `score<TAB>text` for regression."""
+        """`label<TAB>probability<TAB>text`, `score<TAB>text` for regression,
+        `label=p,label=p<TAB>text` (the labels above threshold) for multi-label."""
         if "score" in prediction:
             return f"{prediction['score']:.4f}\t{text}"
+        if "labels" in prediction:
+            shown = ",".join(f"{label}={prediction['probabilities'][label]:.4f}"
+                             for label in prediction["labels"])
+            return f"{shown or '(none)'}\t{text}"
         p = prediction["probabilities"][prediction["label"]]
         return f"{prediction['label']}\t{p:.4f}\t{text}"
 
     # reading -------------------------------------------------------------------------
     def read(self, path: str, **options) -> list[TextExample]:
         self.check_options(options)
+        if options.get("multi_label") and not (options.get("label_separator")
+                                               or options.get("label_columns")):
+            raise ValueError(_MULTI_LABEL_FORMAT)
         kwargs = {key: options[key] for key in self.read_option_names if key in options}
+        if isinstance(kwargs.get("label_columns"), str):  # "toxic,insult" from the CLI
+            kwargs["label_columns"] = [c.strip() for c in kwargs["label_columns"].split(",")
+                                       if c.strip()]
         return read_text_examples(path, **kwargs)
 
     def examples_from_texts(self, texts: Sequence[str],
@@ -187,9 +205,14 @@ class ClassificationTask(Task):
         self.check_options(options)
         if not train_examples:
             raise ValueError("no training examples")
-        self._metric = _check_metric(options.get("metric") or self._metric)
+        multi = bool(options.get("multi_label", self._multi_label)
+                     or options.get("label_separator") or options.get("label_columns"))
+        self._metric = _check_metric(options.get("metric") or (
+            "micro_f1" if multi else self._metric), multi)
         pair = train_examples[0].text_pair is not None
         regression = bool(options.get("regression", self._regression))
+        if multi and regression:
+            raise ValueError("choose multi-label or regression, not both")
         stride = options.get("doc_stride")
         stride = seq_len - 2 if stride is None else int(stride)
         if not 1 <= stride <= seq_len - 2:
@@ -197,10 +220,16 @@ class ClassificationTask(Task):
                              f"{seq_len - 2}")
         common = dict(seq_len=seq_len, pair=pair, doc_stride=stride,
                       truncation=options.get("truncation") or "longest_first")
+        if multi:
+            return self._multilabel_spec(train_examples, options, common)
         for example in train_examples:
             if example.label is None:
                 raise ValueError(f"{example.source}: the training data has no labels")
+        if options.get("threshold") is not None:
+            raise ValueError("--threshold is a multi-label option (give --multi-label)")
         if regression:
+            if options.get("class_weights") is not None:
+                raise ValueError("class weights need classes; a regression model has none")
             for example in train_examples:
                 _score(example)
             return TaskSpec("regression", **common)
@@ -208,7 +237,37 @@ class ClassificationTask(Task):
         if len(labels) < 2:
             raise ValueError(f"{train_examples[0].source.rsplit(':', 1)[0]}: the training "
                              f"data has a single label {labels}; classification needs >= 2")
-        return TaskSpec("classification", labels=tuple(labels), **common)
+        weights = resolve_class_weights(options.get("class_weights"), labels,
+                                        (e.label for e in train_examples))
+        return TaskSpec("classification", labels=tuple(labels), class_weights=weights,
+                        **common)
+
+    def _multilabel_spec(self, train_examples, options, common) -> TaskSpec:
+        columns = options.get("label_columns")
+        if not columns and not options.get("label_separator"):
+            raise ValueError(_MULTI_LABEL_FORMAT)
+        if options.get("class_weights") is not None:
+            raise ValueError("class weights are for single-label classification and "
+                             "tagging, not multi-label")
+        for example in train_examples:
+            if example.labels is None:
+                raise ValueError(f"{example.source}: the training data has no labels")
+        if columns:  # the columns, in the order given
+            labels = [c.strip() for c in (columns.split(",") if isinstance(columns, str)
+                                          else columns) if str(c).strip()]
+        else:
+            seen = {label for e in train_examples for label in e.labels}
+            labels = sorted(seen, key=_label_order(
+                [TextExample("", label=label) for label in seen]))
+        threshold = options.get("threshold")
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"--threshold {threshold} must be in [0, 1]")
+        thresholds = () if threshold is None else (float(threshold),) * len(labels)
+        if len(labels) < 2:
+            raise ValueError(f"{train_examples[0].source.rsplit(':', 1)[0]}: multi-label "
+                             f"classification needs >= 2 labels, the training data has "
+                             f"{labels}")
+        return TaskSpec("multilabel", labels=tuple(labels), thresholds=thresholds, **common)
 
     def check_examples(self, examples: Sequence[TextExample], spec: TaskSpec,
                        path: str) -> None:
@@ -217,6 +276,13 @@ class ClassificationTask(Task):
             if spec.pair != (example.text_pair is not None):
                 need = "text pairs (give the pair column)" if spec.pair else "single texts"
                 raise ValueError(f"{example.source}: the model takes {need}")
+            if spec.task == "multilabel":
+                for label in example.labels or ():
+                    if label not in known:
+                        raise ValueError(f"{example.source}: label {label!r} was not in the "
+                                         f"training data; the model knows "
+                                         f"{list(spec.labels)}")
+                continue
             if example.label is None:
                 continue
             if spec.task == "regression":
@@ -230,7 +296,8 @@ class ClassificationTask(Task):
     def dataset(self, examples: Sequence[TextExample], tokenizer, spec: TaskSpec,
                 batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
         """(x, y, sample_weight) batches: one row per window; y {"logits": int32 label id}
-        ([1] float32 score for regression), sample_weight {"logits": 1.0}. Training
+        ([1] float32 score for regression), sample_weight {"logits": the label's class
+        weight (`spec.class_weights`), 1.0 without}. Training
         batches are cut to their longest row (rounded up to `trim_multiple`,
         `trim_to_longest`)."""
         self.check_examples(examples, spec, "")
@@ -238,6 +305,9 @@ class ClassificationTask(Task):
         if spec.pair:
             data["text_pair"] = [e.text_pair for e in examples]
         data["target"] = self._targets(examples, spec)
+        data["weight"] = np.ones(len(examples), np.float32)
+        if spec.class_weights:
+            data["weight"] = np.asarray(spec.class_weights, np.float32)[data["target"]]
         ds = tf.data.Dataset.from_tensor_slices(data)
         if training:
             ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=False)
@@ -246,7 +316,7 @@ class ClassificationTask(Task):
             features = text_features(tokenizer, spec, batch["text"], batch.get("text_pair"))
             example = features.pop("example_index")
             target = tf.gather(batch["target"], example)
-            weight = tf.ones(tf.shape(example), tf.float32)
+            weight = tf.gather(batch["weight"], example)
             return features, {"logits": target}, {"logits": weight}
 
         ds = ds.batch(_TOKENIZE_BATCH).map(to_windows).unbatch()
@@ -267,6 +337,15 @@ class ClassificationTask(Task):
         return examples
 
     def _targets(self, examples, spec) -> np.ndarray:
+        if spec.task == "multilabel":  # float32 [N, C] 0 / 1
+            index = {label: i for i, label in enumerate(spec.labels)}
+            targets = np.zeros((len(examples), len(spec.labels)), np.float32)
+            for row, example in enumerate(examples):
+                if example.labels is None:
+                    raise ValueError(f"{example.source}: no labels (needed for training "
+                                     "and evaluation)")
+                targets[row, [index[label] for label in example.labels]] = 1.0
+            return targets
         self._labelled(examples)
         if spec.task == "regression":
             return np.array([[_score(e)] for e in examples], np.float32)
@@ -276,7 +355,12 @@ class ClassificationTask(Task):
     def loss(self, spec: TaskSpec) -> dict[str, Any]:
         if spec.task == "regression":
             return {"logits": keras.losses.MeanSquaredError()}
-        return {"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+        if spec.task == "multilabel":  # the mean over every (example, label) sigmoid
+            return {"logits": keras.losses.BinaryCrossentropy(from_logits=True)}
+        # The weighted mean sum(w * CE) / sum(w) (kbert.tasks.class_weights); with no
+        # class weights every w is 1 and this is the plain mean.
+        return {"logits": keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight")}
 
     # prediction ------------------------------------------------------------------------
     def predict(self, model, examples: Sequence[TextExample], tokenizer, spec: TaskSpec,
@@ -298,6 +382,16 @@ class ClassificationTask(Task):
                     results.append({"source": example.source,
                                     "score": float(outputs["scores"][i]), **gold})
                     continue
+                if spec.task == "multilabel":
+                    gold = {} if example.labels is None else {"gold": list(example.labels)}
+                    mask = outputs["label_mask"][i]
+                    results.append({
+                        "source": example.source,
+                        "labels": [label for label, m in zip(spec.labels, mask) if m],
+                        "probabilities": {label: float(p) for label, p in
+                                          zip(spec.labels, outputs["probabilities"][i])},
+                        **gold})
+                    continue
                 label_id = int(outputs["label_ids"][i])
                 results.append({
                     "source": example.source, "label": spec.labels[label_id],
@@ -317,7 +411,10 @@ class ClassificationTask(Task):
         signature = {name: tf.TensorSpec([None], tf.string, name=name)
                      for name in self.serving_inputs(spec)}
 
-        @tf.function(input_signature=[signature])
+        # autograph=False as in the export (kbert.export.graph): the graph has no Python
+        # control flow to convert, and converting a closure that another model's predict
+        # converted before warns "closure mismatch".
+        @tf.function(input_signature=[signature], autograph=False)
         def run(inputs):
             return self.serving_outputs(model, tokenizer, spec, inputs)
 
@@ -325,12 +422,35 @@ class ClassificationTask(Task):
         self._serving_cache = (key, run, model, tokenizer)
         return run
 
+    def tune_on_eval(self, examples: Sequence[TextExample], predictions: Sequence[dict],
+                     spec: TaskSpec) -> tuple[TaskSpec, list[dict]]:
+        """Multi-label without a given threshold: one threshold per label chosen on the
+        eval file's probabilities (`multilabel.tune_thresholds`), the predictions'
+        labels decided again with them. Other models: unchanged."""
+        if spec.task != "multilabel" or spec.thresholds:
+            return spec, list(predictions)
+        probabilities = np.array([[p["probabilities"][label] for label in spec.labels]
+                                  for p in predictions])
+        thresholds = multilabel.tune_thresholds(probabilities,
+                                                self._targets(examples, spec) > 0)
+        decided = [{**p, "labels": [label for label, t in zip(spec.labels, thresholds)
+                                    if p["probabilities"][label] >= t]}
+                   for p in predictions]
+        return dataclasses.replace(spec, thresholds=thresholds), decided
+
     def evaluate(self, examples: Sequence[TextExample], predictions: Sequence[dict],
                  spec: TaskSpec) -> dict[str, float]:
-        """accuracy, f1, macro_f1, matthews_corrcoef (classification) or pearson,
-        spearman, mse (regression); see kbert.tasks.classification.metrics."""
+        """accuracy, f1, macro_f1, matthews_corrcoef (classification), micro_f1,
+        macro_f1, exact_match (multi-label) or pearson, spearman, mse (regression); see
+        kbert.tasks.classification.metrics and .multilabel."""
         if len(examples) != len(predictions):
             raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+        if spec.task == "multilabel":
+            index = {label: i for i, label in enumerate(spec.labels)}
+            predicted = np.zeros((len(predictions), len(spec.labels)), bool)
+            for row, p in enumerate(predictions):
+                predicted[row, [index[label] for label in p["labels"]]] = True
+            return multilabel.multilabel_metrics(self._targets(examples, spec) > 0, predicted)
         if spec.task == "regression":  # float64 golds: 3.2, not float32's 3.2000000477
             gold = [_score(e) for e in self._labelled(examples)]
             return metrics.regression_metrics(gold, [p["score"] for p in predictions])
@@ -340,6 +460,8 @@ class ClassificationTask(Task):
         return metrics.classification_metrics(gold, predicted, len(spec.labels))
 
     def primary_metric(self, spec: TaskSpec) -> str:
+        if spec.task == "multilabel":
+            return self._metric if self._metric in MULTILABEL_METRICS else "micro_f1"
         return "pearson" if spec.task == "regression" else self._metric
 
     # serving ---------------------------------------------------------------------------
@@ -358,23 +480,65 @@ class ClassificationTask(Task):
                         inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Classification: `probabilities` float32 [B, C] (softmax of the window-averaged
         logits), `label_ids` int32 [B], `labels` string [B]. Regression: `scores` float32
-        [B]."""
-        features = dict(self.serving_features(tokenizer, spec, inputs))
-        example = features.pop("example_index")
-        logits = pooled_logits(model, spec, features)  # [N, C]
-        mean = average_windows(logits, example, tf.shape(inputs["text"])[0])
+        [B]. Multi-label: `probabilities`, `label_mask` int32 [B, C], `labels` string [B]
+        (`multilabel_outputs`)."""
+        mean = self._text_logits(model, tokenizer, spec, inputs)
         if spec.task == "regression":
             return {"scores": mean[:, 0]}
+        if spec.task == "multilabel":
+            return multilabel_outputs(mean, spec)
         label_ids = tf.argmax(mean, axis=-1, output_type=tf.int32)
         return {"probabilities": tf.nn.softmax(mean, axis=-1), "label_ids": label_ids,
                 "labels": tf.gather(tf.constant(list(spec.labels)), label_ids)}
 
+    def tflite_outputs(self, model, tokenizer, spec: TaskSpec,
+                       inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """`serving_outputs`, but a multi-label model leaves out the joined `labels`
+        string (TFLite has no builtin for ReduceJoin / regex): `probabilities` and
+        `label_mask` say the same."""
+        if spec.task != "multilabel":
+            return self.serving_outputs(model, tokenizer, spec, inputs)
+        return multilabel_outputs(self._text_logits(model, tokenizer, spec, inputs), spec,
+                                  with_strings=False)
+
+    def _text_logits(self, model, tokenizer, spec: TaskSpec, inputs) -> tf.Tensor:
+        """float32 [B, C]: each text's logits, averaged over its windows."""
+        features = dict(self.serving_features(tokenizer, spec, inputs))
+        example = features.pop("example_index")
+        logits = pooled_logits(model, spec, features)  # [N, C]
+        return average_windows(logits, example, tf.shape(inputs["text"])[0])
+
+
+def multilabel_outputs(logits: tf.Tensor, spec: TaskSpec,
+                       with_strings: bool = True) -> dict[str, tf.Tensor]:
+    """Multi-label results of window-averaged logits float32 [B, C]: `probabilities`
+    float32 [B, C] (sigmoid), `label_mask` int32 [B, C] (1 where the probability is >= the
+    label's threshold) and, `with_strings`, `labels` string [B]: the labels of the mask
+    joined by the training file's label separator ("," for label columns), "" for none."""
+    probabilities = tf.sigmoid(logits)
+    thresholds = tf.constant(spec.thresholds or
+                             (multilabel.DEFAULT_THRESHOLD,) * len(spec.labels), tf.float32)
+    above = probabilities >= thresholds
+    outputs = {"probabilities": probabilities, "label_mask": tf.cast(above, tf.int32)}
+    if with_strings:
+        separator = dict(spec.read_options).get("label_separator") or ","
+        # Each kept label is written after a separator, then the leading one is cut
+        # (dense core ops: Where, ReduceJoin, StaticRegexReplace).
+        pieces = tf.where(above, tf.constant([separator + label for label in spec.labels]),
+                          "")
+        joined = tf.strings.reduce_join(pieces, axis=-1)
+        outputs["labels"] = tf.strings.regex_replace(joined, "^" + re.escape(separator), "",
+                                                     replace_global=False)
+    return outputs
+
 
 # -- helpers --------------------------------------------------------------------------------
 
-def _check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+def _check_metric(metric: str, multi: bool = False) -> str:
+    choices = MULTILABEL_METRICS if multi else METRICS
+    if metric not in choices:
+        raise ValueError(f"unknown {'multi-label ' if multi else ''}metric {metric!r}; "
+                         f"choose one of {choices}")
     return metric
 
 

@@ -160,7 +160,8 @@ class QATask(Task):
             run = tf.function(
                 lambda q, c: self.serving_outputs(model, tokenizer, spec,
                                                   {"question": q, "context": c}),
-                input_signature=[tf.TensorSpec([None], tf.string)] * 2)
+                input_signature=[tf.TensorSpec([None], tf.string)] * 2,
+                autograph=False)  # as the export builds it (kbert.export.graph)
             # The objects are kept too, so their ids cannot be reused by new ones.
             self._predict_cache = (key, run, model, tokenizer)
         return self._predict_cache[1]

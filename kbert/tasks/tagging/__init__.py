@@ -30,6 +30,9 @@ class TaggingOptions:
         "word-pieces between windows of long sentences (default (T-2)/2)", type=int)
     classifier_dropout: float | None = option("dropout before the tagger (default 0.1)",
                                               type=float)
+    class_weights: str | None = option(
+        "balanced, or a file of label weights (.json {label: weight}, or label<TAB>weight "
+        "lines; labels left out weigh 1): a weighted loss for imbalanced labels")
 
 
 CARD = register_card(TaskCard(

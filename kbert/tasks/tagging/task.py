@@ -44,6 +44,7 @@ import tensorflow as tf
 from kbert.data.batching import trim_features, trim_to_longest
 from kbert.data.conll import Sentence, read_tagging_file
 from kbert.tasks.base import Task
+from kbert.tasks.class_weights import resolve_class_weights
 from kbert.tasks.tagging.conlleval import conlleval
 from kbert.tasks.heads import dense_head
 from kbert.tasks.spec import TaskSpec
@@ -145,6 +146,9 @@ class TaggingTask(Task):
         extra = {}
         if options.get("classifier_dropout") is not None:
             extra["classifier_dropout"] = float(options["classifier_dropout"])
+        extra["class_weights"] = resolve_class_weights(
+            options.get("class_weights"), labels,
+            (label for s in train_examples for label in s.labels))
         spec = TaskSpec("tagging", labels=tuple(labels), seq_len=seq_len,
                         doc_stride=int(default_doc_stride(seq_len) if options.get("doc_stride")
                                        is None else options["doc_stride"]),
@@ -167,7 +171,8 @@ class TaggingTask(Task):
     def dataset(self, examples: Sequence[Sentence], tokenizer, spec: TaskSpec,
                 batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
         """Batches of `batch_size` windows: (x, {"logits": labels [B, T']},
-        {"logits": weights [B, T']}); weight 1 on each word's labelled position.
+        {"logits": weights [B, T']}); weight 1 on each word's labelled position (its
+        label's class weight with `spec.class_weights`), 0 elsewhere.
 
         T' is the batch's longest window rounded up to `trim_multiple` (T with
         `trim_batches` off).
@@ -183,6 +188,7 @@ class TaggingTask(Task):
             raise ValueError(f"label {error.args[0]!r} is not one of the task's labels "
                              f"{list(spec.labels)}; check the file with check_examples")
         words = [list(examples[i].words) for i in order]
+        class_weights = tf.constant(spec.class_weights or (1.0,), tf.float32)
         ds = tf.data.Dataset.from_tensor_slices((
             _ragged(words, tf.string), _ragged(labels, tf.int32)))
 
@@ -190,6 +196,8 @@ class TaggingTask(Task):
             windows, word_splits = self._word_windows(tokenizer, spec, words)
             y, weight = window_labels(windows[WORD_INDEX], windows[EXAMPLE_INDEX],
                                       labels.flat_values, word_splits)
+            if spec.class_weights:  # the labelled positions weigh their label's weight
+                weight = weight * tf.gather(class_weights, y)
             x = {name: windows[name] for name in MODEL_INPUTS}
             return x, {"logits": y}, {"logits": weight}
 
@@ -227,7 +235,8 @@ class TaggingTask(Task):
                 windows = trim_to_longest(windows)[0]
             return self._decode(model, windows, word_splits[1:] - word_splits[:-1])
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)],
+                     autograph=False)  # as the export builds it (kbert.export.graph)
         def tag_text(text):
             return self.serving_outputs(model, tokenizer, spec, {"text": text})
 
