@@ -111,6 +111,9 @@ def markdown(results: Mapping) -> str:
                 f"| {task.title} | {run['run']} | {run['batch_size']} | "
                 f"{run['learning_rate']:g} | {run['epochs']} | {run['seed']} | "
                 f"{100 * value:.1f} | {run['train_seconds']:.0f} | {run['eval_seconds']:.0f} |")
+    missing = [path for result in tasks.values() for path in result.get("missing", ())]
+    if missing:
+        lines += ["", "Not in the submission (file missing): " + ", ".join(missing)]
     if results.get("stopped"):
         lines += ["", f"Stopped early: {results['stopped']}. Run the same command again to "
                   "go on; finished runs are not redone."]

@@ -44,11 +44,8 @@ def make_glue_dir(root, tasks=("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "q
     for task in tasks:
         globals()[f"_{task}"](root, rng)
     if "mnli" in tasks and diagnostic:
-        rows = ["index\tsentence1\tsentence2"]
-        for i in range(ROWS["test"]):
-            _, a, b = _row_texts(rng, i)
-            rows.append(f"{i}\t{a}\t{b}")
-        _write(os.path.join(root, "diagnostic", "diagnostic.tsv"), rows)
+        _pair_test(root, rng, "diagnostic/diagnostic.tsv", "index\tsentence1\tsentence2",
+                   lambda i, a, b: f"{i}\t{a}\t{b}")
     return root
 
 
@@ -68,7 +65,11 @@ def _cola(root, rng):
             mark = "" if first % 2 else "*"
             rows.append(f"gj04\t{_binary(first)}\t{mark}\t{a}")
         _write(os.path.join(root, "CoLA", f"{split}.tsv"), rows)  # no header
-    _write(os.path.join(root, "CoLA", "test.tsv"), ["index\tsentence"] + [
+    _single_text_test(root, rng, "CoLA")
+
+
+def _single_text_test(root, rng, title):
+    _write(os.path.join(root, title, "test.tsv"), ["index\tsentence"] + [
         f"{i}\t{_row_texts(rng, i)[1]}" for i in range(ROWS["test"])])
 
 
@@ -79,8 +80,7 @@ def _sst2(root, rng):
             first, a, _ = _row_texts(rng, i)
             rows.append(f"{a} \t{_binary(first)}")
         _write(os.path.join(root, "SST-2", f"{split}.tsv"), rows)
-    _write(os.path.join(root, "SST-2", "test.tsv"), ["index\tsentence"] + [
-        f"{i}\t{_row_texts(rng, i)[1]}" for i in range(ROWS["test"])])
+    _single_text_test(root, rng, "SST-2")
 
 
 def _mrpc(root, rng):
@@ -91,11 +91,17 @@ def _mrpc(root, rng):
             # Unbalanced quotes are data in GLUE files.
             rows.append(f"{_binary(first)}\t{1000 + i}\t{2000 + i}\t\"{a}\t{b} \" w11")
         _write(os.path.join(root, "MRPC", f"{split}.tsv"), rows, bom=True)
-    rows = ["index\t#1 ID\t#2 ID\t#1 String\t#2 String"]
-    for i in range(ROWS["test"]):
+    _pair_test(root, rng, "MRPC/test.tsv", "index\t#1 ID\t#2 ID\t#1 String\t#2 String",
+               lambda i, a, b: f"{i}\t{3000 + i}\t{4000 + i}\t{a}\t\"{b}")
+
+
+def _pair_test(root, rng, file, header, row, count=ROWS["test"]):
+    """A test file: `header`, then row(i, text, pair) for i < count."""
+    rows = [header]
+    for i in range(count):
         _, a, b = _row_texts(rng, i)
-        rows.append(f"{i}\t{3000 + i}\t{4000 + i}\t{a}\t\"{b}")
-    _write(os.path.join(root, "MRPC", "test.tsv"), rows)
+        rows.append(row(i, a, b))
+    _write(os.path.join(root, file), rows)
 
 
 def _stsb(root, rng):
@@ -108,11 +114,8 @@ def _stsb(root, rng):
             rows.append(f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}\t{b}"
                         f"\t{score}")
         _write(os.path.join(root, "STS-B", f"{split}.tsv"), rows)
-    rows = [head]
-    for i in range(ROWS["test"]):
-        _, a, b = _row_texts(rng, i)
-        rows.append(f"{i}\tmain-news\theadlines\t2015\t{i:04d}\tnone\tnone\t{a}\t{b}")
-    _write(os.path.join(root, "STS-B", "test.tsv"), rows)
+    _pair_test(root, rng, "STS-B/test.tsv", head, lambda i, a, b: (
+        f"{i}\tmain-news\theadlines\t2015\t{i:04d}\tnone\tnone\t{a}\t{b}"))
 
 
 def _qqp(root, rng):
@@ -128,11 +131,8 @@ def _qqp(root, rng):
             else:
                 rows.append(f"{i}\t{2 * i}\t{2 * i + 1}\t{a}?\t{b}?\t{_binary(first)}")
         _write(os.path.join(root, "QQP", f"{split}.tsv"), rows)
-    rows = ["id\tquestion1\tquestion2"]
-    for i in range(ROWS["test"]):
-        _, a, b = _row_texts(rng, i)
-        rows.append(f"{i}\t{a}?\t{b}?")
-    _write(os.path.join(root, "QQP", "test.tsv"), rows)
+    _pair_test(root, rng, "QQP/test.tsv", "id\tquestion1\tquestion2",
+               lambda i, a, b: f"{i}\t{a}?\t{b}?")
 
 
 def _mnli(root, rng):
@@ -159,11 +159,7 @@ def _mnli(root, rng):
                         f"\t{label}\t{label}")
         _write(os.path.join(root, "MNLI", f"{name}.tsv"), rows)
     for name, count in (("test_matched", ROWS["test"]), ("test_mismatched", ROWS["test"] + 2)):
-        rows = [base]
-        for i in range(count):
-            _, a, b = _row_texts(rng, i)
-            rows.append(row(i, a, b))
-        _write(os.path.join(root, "MNLI", f"{name}.tsv"), rows)
+        _pair_test(root, rng, f"MNLI/{name}.tsv", base, row, count)
 
 
 def _pair_task(root, rng, title, first_column, second_column, label_of):
@@ -173,11 +169,8 @@ def _pair_task(root, rng, title, first_column, second_column, label_of):
             first, a, b = _row_texts(rng, i)
             rows.append(f"{i}\t{a}\t{b}\t{label_of(first)}")
         _write(os.path.join(root, title, f"{split}.tsv"), rows)
-    rows = [f"index\t{first_column}\t{second_column}"]
-    for i in range(ROWS["test"]):
-        _, a, b = _row_texts(rng, i)
-        rows.append(f"{i}\t{a}\t{b}")
-    _write(os.path.join(root, title, "test.tsv"), rows)
+    _pair_test(root, rng, f"{title}/test.tsv", f"index\t{first_column}\t{second_column}",
+               lambda i, a, b: f"{i}\t{a}\t{b}")
 
 
 def _qnli(root, rng):
