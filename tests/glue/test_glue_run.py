@@ -146,3 +146,19 @@ def test_bad_directory_fails_before_any_run(tmp_path, capsys):
                  "--tasks", "cola,rte"]) == 2
     assert "GLUE task RTE: no folder" in capsys.readouterr().err
     assert not (out / "runs").exists()
+
+
+def test_a_missing_diagnostic_is_reported_not_fatal(tmp_path, capsys):
+    glue_dir = make_glue_dir(tmp_path / "glue", tasks=("mnli",), diagnostic=False)
+    model = str(save_tiny_model(tmp_path / "model"))
+    out = tmp_path / "out"
+    # --max-runs 0: read and check everything, train nothing.
+    assert main(["glue", "--data", glue_dir, "--model", model, "--out", str(out),
+                 "--tasks", "mnli", "--max-runs", "0"]) == 0
+    assert "stopped early (--max-runs 0 reached)" in capsys.readouterr().out
+    with open(out / "results.json", encoding="utf-8") as f:
+        result = json.load(f)["tasks"]["mnli"]
+    assert result["missing"] == [os.path.join(glue_dir, "diagnostic", "diagnostic.tsv")]
+    assert result["runs"] == [] and result["best"] is None
+    assert "Not in the submission (file missing): " in (out / "results.md").read_text()
+    assert not (out / "glue_submission.zip").exists()
