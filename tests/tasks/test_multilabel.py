@@ -146,6 +146,12 @@ def test_fine_tuning_learns_and_saves_the_thresholds_it_chose(run):
     for p in predictions:  # the saved predictions are decided with the saved thresholds
         assert p["labels"] == [label for label, t in zip(spec.labels, spec.thresholds)
                                if p["probabilities"][label] >= t]
+    # `kbert evaluate` reads dev with the saved columns and decides with the saved
+    # thresholds: the best epoch's scores again.
+    from kbert.finetuning import evaluate
+
+    again = evaluate(str(out / "model"), str(root / "dev.tsv"))
+    assert again == pytest.approx(metrics["best"])
     gold = np.array([[label in p["gold"] for label in spec.labels] for p in predictions])
     got = np.array([[label in p["labels"] for label in spec.labels] for p in predictions])
     assert metrics["best"]["micro_f1"] == pytest.approx(sklearn.metrics.f1_score(
