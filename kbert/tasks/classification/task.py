@@ -9,6 +9,15 @@ an integer, e.g. "0" < "1" < "10", otherwise as strings), so the same data gives
 label ids whatever its row order. They are saved in task.json; a label id is its index.
 With two labels, "f1" is the F1 of the second one (GLUE's positive class "1").
 
+Multi-label (`multi_label`, TaskSpec kind "multilabel"): a text has any subset of the
+labels (split in one column, or one 0/1 column each); one sigmoid per label, binary cross
+entropy averaged over every (text, label); a label is predicted when its probability is
+>= its threshold, chosen per label on the eval file (`tune_on_eval`,
+kbert.tasks.classification.multilabel) or given, and saved in task.json.
+
+Class weights (`class_weights`, kbert.tasks.class_weights) weigh each example's loss by
+its label's weight: the weighted mean cross entropy.
+
 Long texts (single-text tasks): a text of more than T - 2 word-pieces is split into
 windows of T - 2 pieces (each packed as `[CLS] window [SEP]`) starting every
 `spec.doc_stride` pieces; the last window ends at the text's end (so every window is full
@@ -233,7 +242,8 @@ class ClassificationTask(Task):
             for example in train_examples:
                 _score(example)
             return TaskSpec("regression", **common)
-        labels = sorted({e.label for e in train_examples}, key=_label_order(train_examples))
+        seen = {e.label for e in train_examples}
+        labels = sorted(seen, key=_label_order(seen))
         if len(labels) < 2:
             raise ValueError(f"{train_examples[0].source.rsplit(':', 1)[0]}: the training "
                              f"data has a single label {labels}; classification needs >= 2")
@@ -257,8 +267,7 @@ class ClassificationTask(Task):
                                           else columns) if str(c).strip()]
         else:
             seen = {label for e in train_examples for label in e.labels}
-            labels = sorted(seen, key=_label_order(
-                [TextExample("", label=label) for label in seen]))
+            labels = sorted(seen, key=_label_order(seen))
         threshold = options.get("threshold")
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"--threshold {threshold} must be in [0, 1]")
@@ -542,8 +551,8 @@ def _check_metric(metric: str, multi: bool = False) -> str:
     return metric
 
 
-def _label_order(examples):
-    labels = {e.label for e in examples}
+def _label_order(labels):
+    """A sort key for label strings: numeric when every label is an integer."""
     try:
         for label in labels:
             int(label)
