@@ -58,4 +58,4 @@ CARD = register_card(TaskCard(
     options=ClassificationOptions,
     aliases={"classification": {}, "multilabel": {"multi_label": True},
              "regression": {"regression": True}},
-    help="single-text / pair classification or regression"))
+    help="single-text / pair classification (single- or multi-label) or regression"))

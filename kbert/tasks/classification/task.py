@@ -196,9 +196,8 @@ class ClassificationTask(Task):
                                                or options.get("label_columns")):
             raise ValueError(_MULTI_LABEL_FORMAT)
         kwargs = {key: options[key] for key in self.read_option_names if key in options}
-        if isinstance(kwargs.get("label_columns"), str):  # "toxic,insult" from the CLI
-            kwargs["label_columns"] = [c.strip() for c in kwargs["label_columns"].split(",")
-                                       if c.strip()]
+        if kwargs.get("label_columns"):
+            kwargs["label_columns"] = _column_names(kwargs["label_columns"])
         return read_text_examples(path, **kwargs)
 
     def examples_from_texts(self, texts: Sequence[str],
@@ -263,8 +262,7 @@ class ClassificationTask(Task):
             if example.labels is None:
                 raise ValueError(f"{example.source}: the training data has no labels")
         if columns:  # the columns, in the order given
-            labels = [c.strip() for c in (columns.split(",") if isinstance(columns, str)
-                                          else columns) if str(c).strip()]
+            labels = _column_names(columns)
         else:
             seen = {label for e in train_examples for label in e.labels}
             labels = sorted(seen, key=_label_order(seen))
@@ -549,6 +547,12 @@ def _check_metric(metric: str, multi: bool = False) -> str:
         raise ValueError(f"unknown {'multi-label ' if multi else ''}metric {metric!r}; "
                          f"choose one of {choices}")
     return metric
+
+
+def _column_names(columns) -> list[str]:
+    """`label_columns` as a list: "toxic, insult" (the CLI) or a sequence of names."""
+    parts = columns.split(",") if isinstance(columns, str) else columns
+    return [str(c).strip() for c in parts if str(c).strip()]
 
 
 def _label_order(labels):
