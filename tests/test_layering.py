@@ -25,6 +25,7 @@ LAYERS = (
     ("kbert.glue",),
     ("kbert.export",),
     ("kbert.serving",),
+    ("kbert.beam",),  # jobs on Apache Beam: batch inference, pre-training shards
     ("kbert.finetuning",),  # the public fine-tuning API (a re-export of kbert.training)
     ("kbert.cli",),
 )

@@ -7,7 +7,8 @@ import argparse
 import logging
 import sys
 
-from kbert.cli import export, finetune, glue, pretrain, serve, stderr_filter, tools
+from kbert.cli import (beam, data_service, export, finetune, glue, pretrain, serve,
+                       stderr_filter, tools)
 from kbert.errors import TrainingDiverged
 from kbert.serving.errors import ServingError
 
@@ -21,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_parsers(commands)  # pretrain, fill-mask
     finetune.add_parsers(commands)  # finetune, evaluate, predict, embed
     glue.add_parsers(commands)  # glue
+    beam.add_parsers(commands)  # pretraining-data
+    data_service.add_parsers(commands)  # data-service
     export.add_parsers(commands)  # export, inspect
     serve.add_parsers(commands)  # serve
     return parser
@@ -32,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     (kbert.cli.stderr_filter; not with --verbose or KBERT_TF_LOGS=1)."""
     if argv is None:
         stderr_filter.install(sys.argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Commands that run Beam jobs pass options kbert does not know to Beam, unchanged.
+    if extra and not getattr(args, "accepts_pipeline_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pipeline_args = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from kbert.cli import beam
 from kbert.cli.flags import add_field_flags, command, flag_name, given_values, key_values
 from kbert.tasks.registry import task_cards
 from kbert.training.settings import FinetuneSettings
@@ -144,12 +145,20 @@ def _add_predict(commands) -> None:
     p.add_argument("--model", dest="model_name", metavar="NAME",
                    help="model name on the server")
     p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(accepts_pipeline_args=True)
+    beam.add_job_flags(p, input_flag=True)
 
 
 def _predict(args: argparse.Namespace) -> None:
     """kbert predict DIR TEXT... runs a fine-tuned model directory; kbert predict
     --server HOST:PORT --model NAME TEXT... asks a model server (TF Serving or `kbert
-    serve`) instead."""
+    serve`) instead. kbert predict MODEL --input FILES --output PREFIX runs a batch job on
+    Apache Beam (MODEL: a fine-tuned model directory or its export; --runner direct,
+    dataflow, flink or spark; other --options go to Beam)."""
+    if args.input:
+        beam.run_predict_job(args)
+        return
+    _no_job_flags(args)
     if args.server:
         if not args.model_name:
             raise ValueError("--server needs --model NAME")
@@ -245,6 +254,18 @@ def _add_embed(commands) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", metavar="FILE.npy|FILE.jsonl",
                    help="where to write (default: print a summary)")
+    p.set_defaults(accepts_pipeline_args=True)
+    beam.add_job_flags(p, input_flag=False)
+
+
+def _no_job_flags(args: argparse.Namespace) -> None:
+    """Beam options (and --output / --runner) belong to batch jobs only."""
+    if args.pipeline_args:
+        raise ValueError(f"unrecognized arguments: {' '.join(args.pipeline_args)}")
+    if args.output or args.runner:
+        raise ValueError("--output / --runner run a Beam batch job: "
+                         + ("give --input FILES" if hasattr(args, "pair") else
+                            "give both --output PREFIX and --input FILES"))
 
 
 def embed_inputs(values, text_column: str = "text") -> list[str]:
@@ -270,6 +291,10 @@ def _embed(args: argparse.Namespace) -> None:
     """Embeds texts with MODEL_DIR's encoder: [CLS] vector, pooled output or mean over
     real tokens, of the last layer, --layer N or the last four layers concatenated;
     optionally L2-normalised. Writes .npy or .jsonl."""
+    if args.output or args.runner:
+        beam.run_embed_job(args)
+        return
+    _no_job_flags(args)
     # lazy: TensorFlow
     from kbert.tasks.embeddings import embed
 

@@ -41,7 +41,8 @@ def pretraining_dataset(
         short_seq_prob: float = 0.1, whole_word_masking: bool = False,
         seed: int | None = None, input_context: tf.distribute.InputContext | None = None,
         repeat: bool = True, shuffle_buffer: int = 10_000, document_shuffle_buffer: int = 1000,
-        max_line_bytes: int = documents_lib.DEFAULT_MAX_LINE_BYTES) -> tf.data.Dataset:
+        max_line_bytes: int = documents_lib.DEFAULT_MAX_LINE_BYTES,
+        shard_hint: bool = False) -> tf.data.Dataset:
     """Builds the pre-training input pipeline.
 
     Args:
@@ -58,6 +59,9 @@ def pretraining_dataset(
         repeat: loop over the corpus forever (use `steps_per_epoch` in fit).
         shuffle_buffer: NSP chunks shuffled together; document_shuffle_buffer: tokenized
             documents shuffled together when reading TFRecord shards.
+        shard_hint: mark the file list with `tf.data.experimental.SHARD_HINT`, for
+            tf.data service's static sharding (`kbert.data.service`): each service worker
+            then reads its share of the files. Only for a dataset handed to the service.
 
     Returns:
         Dataset of `(x, y, sample_weight)`, all with static batch dimension:
@@ -91,6 +95,13 @@ def pretraining_dataset(
         file_ds = file_ds.shard(input_context.num_input_pipelines,
                                 input_context.input_pipeline_id)
         per_replica_batch = input_context.get_per_replica_batch_size(batch_size)
+    if shard_hint:
+        if input_context is not None:
+            raise ValueError("shard_hint (tf.data service) and input_context both shard "
+                             "the files; give one")
+        # Replaced by (number of workers, worker index) when the service runs it.
+        file_ds = file_ds.shard(tf.data.experimental.SHARD_HINT,
+                                tf.data.experimental.SHARD_HINT)
 
     def shuffled_documents(offset: int, endless: bool):
         s = None if seed is None else seed + offset

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+import numpy as np
 import tensorflow as tf
 
 from kbert.data import documents as documents_lib
 
 SUFFIX = ".tfrecord"
+SHARD_PREFIX = "documents"
 _FEATURES = {
     "tokens": tf.io.RaggedFeature(tf.int64),
     "line_starts": tf.io.RaggedFeature(tf.int64),
@@ -33,24 +35,32 @@ def write_document_shards(files: str | Iterable[str], tokenizer, out_dir: str,
     """
     paths = documents_lib.expand_files(files)
     os.makedirs(out_dir, exist_ok=True)
-    shards = [os.path.join(out_dir, f"documents-{i:05d}-of-{num_shards:05d}{SUFFIX}")
-              for i in range(num_shards)]
+    shards = [shard_name(out_dir, i, num_shards) for i in range(num_shards)]
     writers = [tf.io.TFRecordWriter(s + ".partial") for s in shards]
     file_ds = tf.data.Dataset.from_tensor_slices(
         (tf.range(len(paths), dtype=tf.int64), tf.constant(paths)))
     for i, doc in enumerate(documents_lib.read_documents(file_ds, tokenizer, max_line_bytes)):
-        example = tf.train.Example(features=tf.train.Features(feature={
-            "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=doc["tokens"].numpy())),
-            "line_starts": tf.train.Feature(
-                int64_list=tf.train.Int64List(value=doc["line_starts"].numpy())),
-            "document_id": tf.train.Feature(
-                int64_list=tf.train.Int64List(value=[int(doc["document_id"])])),
-        }))
-        writers[i % num_shards].write(example.SerializeToString())
+        writers[i % num_shards].write(document_example(doc))
     for writer, shard in zip(writers, shards):
         writer.close()
         os.replace(shard + ".partial", shard)
     return shards
+
+
+def document_example(document) -> bytes:
+    """A document dict (tensors or arrays) -> a serialized tf.train.Example of the shards."""
+    return tf.train.Example(features=tf.train.Features(feature={
+        "tokens": tf.train.Feature(int64_list=tf.train.Int64List(
+            value=np.asarray(document["tokens"]))),
+        "line_starts": tf.train.Feature(int64_list=tf.train.Int64List(
+            value=np.asarray(document["line_starts"]))),
+        "document_id": tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[int(document["document_id"])])),
+    })).SerializeToString()
+
+
+def shard_name(out_dir: str, index: int, num_shards: int) -> str:
+    return os.path.join(out_dir, f"{SHARD_PREFIX}-{index:05d}-of-{num_shards:05d}{SUFFIX}")
 
 
 def read_document_shards(files: tf.data.Dataset) -> tf.data.Dataset:

@@ -218,8 +218,9 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
 
     Args:
         model_dir: a kbert model directory (pre-trained or fine-tuned).
-        kind: None (from the directory, see `model_kind`), or "fill-mask" / "embedding"
-            for a plain model directory.
+        kind: None (from the directory, see `model_kind`), "fill-mask" for a plain model
+            directory with masked-LM heads, or "embedding" for any (a fine-tuned model's
+            head is then left out).
         seq_len: T; default: task.json's seq_len, else 128 (at most the model's
             max_sequence_length).
         precision: "float32", or "bfloat16": the encoder's weights are stored and used in
@@ -246,9 +247,10 @@ def build_serving_graph(model_dir: str | os.PathLike, kind: str | None = None,
     elif kind not in BASE_KINDS + task_kinds():
         raise ValueError(f"unknown kind {kind!r}; choose one of "
                          f"{BASE_KINDS + task_kinds()}")
-    elif spec is not None and kind != spec.task:
+    elif spec is not None and kind not in (spec.task, "embedding"):
+        # "embedding" stays open: a fine-tuned encoder's vectors, as `kbert embed` gives.
         raise ValueError(f"{model_dir} is a fine-tuned {spec.task} model (task.json); it "
-                         f"exports as {spec.task}, not {kind}")
+                         f"exports as {spec.task} (or embedding), not {kind}")
     elif kind == "fill-mask" and found != "fill-mask":
         raise ValueError(f"{model_dir} has no masked-LM head: fill-mask needs a model from "
                          "`kbert pretrain` or a converted checkpoint with cls.* heads; "

@@ -38,8 +38,12 @@ def versions(name_dir: str | os.PathLike) -> list[int]:
 
 def version_dir(path: str | os.PathLike) -> str:
     """`path` itself if it holds saved_model.pb, else its highest numbered subdirectory
-    (ROOT/NAME -> ROOT/NAME/VERSION, as TF Serving picks the latest)."""
+    (ROOT/NAME -> ROOT/NAME/VERSION, as TF Serving picks the latest). A URL (gs://...)
+    is returned as it is: callers that read remote exports resolve them with TF's file
+    systems (`kbert.beam.inference.resolve_saved_model`)."""
     path = os.fspath(path)
+    if "://" in path:
+        return path
     if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
         return path
     if not os.path.isdir(path):

@@ -126,7 +126,7 @@ def export_info(graph: ServingGraph, model_dir: str, precision: str) -> dict:
             "kbert": kbert.__version__, "tensorflow": tf.__version__,
             "tensorflow_text": tensorflow_text.__version__}
     spec = read_task_spec(model_dir)
-    if spec is not None and spec.labels:
+    if spec is not None and spec.labels and graph.kind == spec.task:
         info["labels"] = list(spec.labels)
     return info
 

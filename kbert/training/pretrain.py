@@ -85,6 +85,26 @@ def _is_chief(strategy) -> bool:
         "chief" not in resolver.cluster_spec().as_dict()
 
 
+def _service_dataset(dataset, settings: PretrainingSettings, strategy, done: int):
+    """The global-batch pipeline run by tf.data service workers (kbert.data.service).
+
+    Trainer workers of one run share one job (each batch goes to one of them); the job's
+    name carries the step it starts from, as a resumed run's pipeline is seeded anew."""
+    import tensorflow as tf
+
+    # lazy: after the strategy (see `pretrain`)
+    from kbert.data.service import distribute
+
+    name = f"kbert-pretrain-{os.path.basename(os.path.abspath(settings.out))}-{done}"
+    data = distribute(dataset, settings.data_service, job_name=name)
+    if strategy.num_replicas_in_sync == 1:
+        return data
+    options = tf.data.Options()
+    # The service already gives each trainer its own batches; do not shard them again.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return strategy.experimental_distribute_dataset(data.with_options(options))
+
+
 def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> PretrainingResult:
     """Runs (or resumes) pre-training.
 
@@ -169,9 +189,11 @@ def _run(settings, strategy, config, vocab, lowercase, initial, verbose) -> Pret
                 whole_word_masking=settings.whole_word_masking,
                 # A resumed run gets new data order rather than replaying the first batches.
                 seed=None if settings.seed is None else settings.seed + done,
-                input_context=input_context)
+                input_context=input_context, shard_hint=bool(settings.data_service))
 
-        if strategy.num_replicas_in_sync > 1:
+        if settings.data_service:
+            data = _service_dataset(dataset_fn(), settings, strategy, done)
+        elif strategy.num_replicas_in_sync > 1:
             data = strategy.distribute_datasets_from_function(dataset_fn)
         else:
             data = dataset_fn()

@@ -65,6 +65,10 @@ class PretrainingSettings:
     steps_per_execution: int = setting("train steps per tf.function call", default=1)
     seed: int | None = setting("seeds data order, masking and initialisation",
                                 default=None, type=int)
+    data_service: str | None = setting(
+        "run the input pipeline on tf.data service workers (`kbert data-service`) at this "
+        "dispatcher; files are shared out between the workers", default=None,
+        metavar="grpc://HOST:PORT")
 
 
 @dataclasses.dataclass(frozen=True)

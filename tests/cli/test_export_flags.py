@@ -111,8 +111,9 @@ def test_flag_errors(pretrained, tmp_path, capsys):
     root = tmp_path / "root"
     for argv, message in [
         ([encoder_only, "--kind", "fill-mask"], "has no masked-LM head"),
-        ([classifier, "--kind", "embedding"],
-         "is a fine-tuned classification model (task.json); it exports as classification"),
+        ([classifier, "--kind", "fill-mask"],
+         "is a fine-tuned classification model (task.json); it exports as classification "
+         "(or embedding), not fill-mask"),
         ([pretrained, "--top-k", "0"], "top_k must be at least 1, got 0"),
     ]:
         assert cli.main(["export", str(argv[0]), "--out", str(root), *argv[1:]]) == 2
