@@ -99,9 +99,19 @@ class ReadTexts(beam.PTransform):
 def _failed(item) -> list[dict]:
     """RunInference's failed batch (elements, exception) -> one dead letter per row."""
     elements, error = item
-    reason = f"inference failed: {type(error).__name__}: {error}".splitlines()[0]
+    reason = f"inference failed: {_error_text(error)}".splitlines()[0]
     return [DeadLetter(key[1], reason, json.dumps(inputs, ensure_ascii=False)[:1000])
             .as_json() for key, inputs in elements]
+
+
+def _error_text(error) -> str:
+    """"Type: message" of an exception, or of what Beam passes on for one: (type, repr,
+    formatted traceback lines), whose last line is "Type: message"."""
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    if isinstance(error, tuple) and len(error) == 3 and error[2]:
+        return str(error[2][-1]).strip()
+    return str(error)
 
 
 class PredictTexts(beam.PTransform):
