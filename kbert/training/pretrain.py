@@ -130,6 +130,10 @@ def pretrain(settings: PretrainingSettings, verbose: str | int = "auto") -> Pret
         raise ValueError(f"--seq-len {settings.seq_len} exceeds the model's "
                          f"max_sequence_length {config.max_sequence_length}")
     set_precision(settings.precision, strategy)
+    if settings.seed is not None:
+        # Initial weights and dropout, as --seed promises (data order and masks are seeded
+        # by the pipeline itself).
+        keras.utils.set_random_seed(settings.seed)
     try:
         return _run(settings, strategy, config, vocab, lowercase, initial, verbose)
     finally:
