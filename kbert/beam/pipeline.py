@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from kbert.beam import records
 from kbert.beam.inference import (DEFAULT_BATCH_SIZE, SavedModelHandler, resolve_saved_model,
                                   signature_io)
-from kbert.beam.sources import DeadLetter, InputRow, input_format, parse_rows
+from kbert.beam.sources import DeadLetter, InputRow, file_problem, parse_rows
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,10 @@ class _ParseFile(beam.DoFn):
 
     def process(self, readable_file):
         path = readable_file.metadata.path
-        try:
-            input_format(path)
-        except ValueError as error:  # a file of another kind matched a glob
+        problem = file_problem(path, self._columns, self._id_column)
+        if problem:  # e.g. a file of another kind matched a glob
             yield beam.pvalue.TaggedOutput(
-                "dead_letters", DeadLetter(path, f"{error}; the file was skipped").as_json())
+                "dead_letters", DeadLetter(path, f"{problem}; the file was skipped").as_json())
             return
         with readable_file.open() as handle:
             lines = handle if hasattr(handle, "readline") else io.BufferedReader(handle)

@@ -70,19 +70,31 @@ def parse_rows(path: str, f: BinaryIO | Iterable[bytes], columns: Mapping[str, s
             single input.
         id_column: the column holding each row's id; None: "FILE:LINE".
     """
+    problem = file_problem(path, columns, id_column)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     fmt = input_format(path)
     if fmt == "text":
-        if len(columns) != 1:
-            raise ValueError(f"{path}: a .txt file holds one text per line, but the model "
-                             f"takes {sorted(columns)}: use .tsv, .csv or .jsonl")
-        if id_column:
-            raise ValueError(f"{path}: a .txt file has no id column ({id_column!r}); ids "
-                             "are FILE:LINE")
         yield from _text_rows(path, f, next(iter(columns)))
     elif fmt == "jsonl":
         yield from _jsonl_rows(path, f, columns, id_column)
     else:
         yield from _table_rows(path, f, fmt, columns, id_column)
+
+
+def file_problem(path: str, columns: Mapping[str, str], id_column: str | None) -> str | None:
+    """Why no row of `path` can be read with these columns (its type, or a .txt file for a
+    model of several inputs or with an id column), else None."""
+    try:
+        fmt = input_format(path)
+    except ValueError as error:
+        return str(error).split(": ", 1)[1]
+    if fmt == "text" and len(columns) != 1:
+        return (f"a .txt file holds one text per line, but the model takes "
+                f"{sorted(columns)}: use .tsv, .csv or .jsonl")
+    if fmt == "text" and id_column:
+        return f"a .txt file has no id column ({id_column!r}); its ids are FILE:LINE"
+    return None
 
 
 def _raw(data: bytes | str) -> str:

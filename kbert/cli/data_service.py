@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 
 from kbert.cli.flags import command
 
@@ -31,12 +32,15 @@ def _data_service(args: argparse.Namespace) -> None:
         server = service.start_worker(args.dispatcher, args.port, address=args.address)
         print(f"worker on port {args.port} ({args.address or f'localhost:{args.port}'}), "
               f"dispatcher {args.dispatcher}", flush=True)
-    # SIGTERM (a scheduler stopping the job) ends the process as Ctrl-C does.
+    # SIGTERM (a scheduler stopping the job) ends the process as Ctrl-C does. The main
+    # thread waits in Python, not in `server.join()` (C++), so that the handler runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        server.join()
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    del server  # the process ends; its servers stop with it
 
 
 def add_parsers(commands) -> None:

@@ -62,13 +62,14 @@ def test_predictions_equal_kbert_predict(models, tmp_path, capsys):
             f.write(json.dumps({"key": f"k{i}", "premise": p, "hypothesis": h}).encode() + b"\n")
         f.write(b'{"key": "x1", "premise": "no hypothesis"}\n')
         f.write(b'{"key": "x2", "premise": "bad \xff", "hypothesis": "y"}\n')
+    (tmp_path / "notes.md").write_text("not an input\n")
     out = str(tmp_path / "out" / "pred")
     assert cli.main(["predict", models["pair"], "--input", str(tmp_path / "pairs.jsonl"),
-                     "--output", out, "--id-column", "key", "--column", "text=premise",
+                     str(tmp_path / "notes.md"), "--output", out, "--id-column", "key", "--column", "text=premise",
                      "--column", "text_pair=hypothesis", "--batch-size", "8",
                      "--direct_num_workers=1"]) == 0
     summary = capsys.readouterr().out
-    assert "60 result(s)" in summary and "2 dead letter(s)" in summary
+    assert "60 result(s)" in summary and "3 dead letter(s)" in summary
     results = {r["id"]: r for r in _jsonl(out)}
     assert sorted(results) == sorted(f"k{i}" for i in range(60))
     expected = predict(models["pair"], list(zip(premises, hypotheses)))
@@ -78,10 +79,13 @@ def test_predictions_equal_kbert_predict(models, tmp_path, capsys):
         np.testing.assert_allclose(got["probabilities"],
                                    [want["probabilities"][k] for k in ("no", "maybe", "yes")],
                                    atol=1e-6, err_msg=f"k{i}")
-    dead = sorted(_dead_letters(out), key=lambda d: d["source"])
-    assert [d["source"].rsplit(":", 1)[1] for d in dead] == ["61", "62"]
-    assert dead[0]["reason"] == "no key 'hypothesis'; the row has ['key', 'premise']"
-    assert dead[1]["reason"] == "not UTF-8 text (byte 0xff at column 31)"
+    dead = {d["source"]: d["reason"] for d in _dead_letters(out)}
+    pairs = tmp_path / "pairs.jsonl"
+    assert dead == {
+        f"{pairs}:61": "no key 'hypothesis'; the row has ['key', 'premise']",
+        f"{pairs}:62": "not UTF-8 text (byte 0xff at column 31)",
+        str(tmp_path / "notes.md"): "unknown input type '.md'; use .txt (one text per line), "
+                                    ".tsv, .csv or .jsonl; the file was skipped"}
     # The export it ran is kept beside the outputs.
     assert glob.glob(f"{out}-savedmodel/model/1/saved_model.pb")
 

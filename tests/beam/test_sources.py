@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from kbert.beam.sources import DeadLetter, InputRow, input_format, parse_rows
+from kbert.beam.sources import DeadLetter, InputRow, file_problem, input_format, parse_rows
 
 
 def rows(name, data, columns=None, id_column=None):
@@ -55,8 +55,13 @@ def test_text_lines_and_file_level_problems():
     assert rows("in.tsv", b"a\tb\n1\t2\n3\t4\n") == [DeadLetter(
         "in.tsv:1", "the header has no column 'text' (columns: a, b); the file was skipped",
         "a\tb")]
-    with pytest.raises(ValueError, match="a .txt file holds one text per line"):
+    with pytest.raises(ValueError, match="in.txt: a .txt file holds one text per line"):
         rows("in.txt", b"x\n", columns={"text": "text", "text_pair": "text_pair"})
+    assert file_problem("in.txt", {"text": "text"}, "id") == (
+        "a .txt file has no id column ('id'); its ids are FILE:LINE")
+    assert file_problem("notes.md", {"text": "text"}, None) == (
+        "unknown input type '.md'; use .txt (one text per line), .tsv, .csv or .jsonl")
+    assert file_problem("in.jsonl", {"text": "text", "text_pair": "b"}, "id") is None
     with pytest.raises(ValueError, match="unknown input type '.xml'"):
         input_format("gs://bucket/in.xml")
     assert input_format("gs://bucket/in.jsonl.gz") == "jsonl"

@@ -7,7 +7,11 @@ in-process pipeline's batches in order, so `pretrain --data-service` trains as i
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from kbert.data.pretraining import pretraining_dataset
 from kbert.text import Tokenizer
 from kbert.training.pretrain import pretrain
 from kbert.training.settings import PretrainingSettings
+from helpers.paths import REPO
 from helpers.tiny import VOCAB
 
 WORDS = [w for w in VOCAB if not w.startswith(("[", "#"))]
@@ -115,3 +120,39 @@ def test_pretrain_on_service_workers_trains_as_in_process(tmp_path):
         two = _pretrain(tmp_path, "two", paths, address)
     assert len(two) == 3 and np.all(np.isfinite(two))
     assert min(abs(two[0] - share) for share in shares) < 1e-6 * abs(two[0]), (two, shares)
+
+
+def test_kbert_data_service_processes(tmp_path):
+    """`kbert data-service dispatcher|worker` as their own processes (the worker registers
+    the tf-text ops the pipeline's graph holds): one pass through them is the in-process
+    pipeline's; bad flags are one-line errors."""
+    paths = _corpus(tmp_path, files=2)
+    tokenizer = Tokenizer(VOCAB, lowercase=True)
+    options = dict(BATCH, seed=2, repeat=False)
+    ports = _free_ports(2)
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    kbert = [sys.executable, "-m", "kbert.cli", "data-service"]
+    processes = [
+        subprocess.Popen(kbert + ["dispatcher", "--port", str(ports[0]), "--workers",
+                                  f"127.0.0.1:{ports[1]}"], env=env),
+        subprocess.Popen(kbert + ["worker", "--port", str(ports[1]), "--dispatcher",
+                                  f"127.0.0.1:{ports[0]}", "--address",
+                                  f"127.0.0.1:{ports[1]}"], env=env)]
+    try:
+        time.sleep(3)
+        assert all(p.poll() is None for p in processes)
+        got = _batches(service.distribute(
+            pretraining_dataset(paths, tokenizer, shard_hint=True, **options),
+            f"grpc://127.0.0.1:{ports[0]}", job_name="processes"))
+    finally:
+        for p in processes:
+            p.terminate()
+        codes = [p.wait(timeout=30) for p in processes]
+    assert codes == [0, 0]  # SIGTERM ends them cleanly
+    assert got == _batches(pretraining_dataset(paths, tokenizer, **options))
+    for argv, message in [(["dispatcher", "--port", "1"], "a dispatcher needs --workers"),
+                          (["worker", "--port", "1"], "a worker needs --dispatcher")]:
+        done = subprocess.run(kbert + argv, env=env, capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr
+    with pytest.raises(ValueError, match="expected grpc://HOST:PORT"):
+        service.parse_address("http://host:1")
