@@ -14,7 +14,9 @@ from kbert.serving.errors import ServingError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kbert", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="kbert", description="BERT for TensorFlow / Keras: pre-train, fine-tune, export "
+        "and serve string-in SavedModels; batch jobs on Apache Beam.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

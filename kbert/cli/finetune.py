@@ -136,7 +136,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _add_predict(commands) -> None:
     p = command(commands, "predict", _predict,
-                help="a quick look at a fine-tuned model's predictions")
+                help="a fine-tuned model's predictions: of texts, from a model server, "
+                     "or of files on Apache Beam (--input)")
     p.add_argument("args", nargs="+", metavar="[DIR] TEXT",
                    help="the model directory (not with --server), then the texts")
     p.add_argument("--pair", nargs="+", metavar="TEXT",
@@ -237,7 +238,8 @@ def _jsonable(value):
 
 def _add_embed(commands) -> None:
     p = command(commands, "embed", _embed,
-                help="text embeddings from any model directory")
+                help="text embeddings from any model directory (of files on Apache "
+                     "Beam with --runner / --output)")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("--input", nargs="+", required=True, metavar="FILE|TEXT",
                    help="texts, or files: .txt one text per line; .tsv/.csv/.jsonl with "
