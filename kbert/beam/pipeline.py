@@ -14,7 +14,6 @@ dead letters dicts {"source", "reason", "raw"}. Runner options (`--project`,
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 from typing import Mapping, Sequence
@@ -54,8 +53,10 @@ class _ParseFile(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 "dead_letters", DeadLetter(path, f"{problem}; the file was skipped").as_json())
             return
+        # Compressed files (.gz, read as AUTO) come as objects with readline but no
+        # line iterator.
         with readable_file.open() as handle:
-            lines = handle if hasattr(handle, "readline") else io.BufferedReader(handle)
+            lines = iter(handle.readline, b"")
             for item in parse_rows(path, lines, self._columns, self._id_column):
                 if isinstance(item, InputRow):
                     self._rows.inc()

@@ -3,6 +3,7 @@ RunInference gives what `kbert predict` / `kbert embed` give in-process, keeps e
 input's id, sends bad rows to dead letters, and writes JSONL, TFRecord and Parquet."""
 
 import glob
+import gzip
 import json
 
 import apache_beam as beam
@@ -13,7 +14,8 @@ import tensorflow as tf
 from apache_beam.testing.util import assert_that
 
 from kbert import cli
-from kbert.beam.pipeline import BatchInferenceSettings, PredictTexts, run_batch_inference
+from kbert.beam.pipeline import (BatchInferenceSettings, PredictTexts, ReadTexts,
+                                 run_batch_inference)
 from kbert.export import export_saved_model
 from kbert.tasks.embeddings import embed
 from kbert.tasks.spec import TaskSpec
@@ -202,3 +204,19 @@ def test_job_flag_errors(models, tmp_path, capsys):
     ]:
         assert cli.main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_read_texts_opens_compressed_files(tmp_path):
+    """ReadTexts on a .jsonl.gz and a .txt (Beam opens .gz files decompressed): rows keyed
+    by (id, FILE:LINE), dead letters beside them."""
+    with gzip.open(tmp_path / "a.jsonl.gz", "wb") as f:
+        f.write(b'{"text": "one"}\n{"text": "two"}\n{"txt": "x"}\n')
+    (tmp_path / "b.txt").write_text("three\n")
+    gz, txt = str(tmp_path / "a.jsonl.gz"), str(tmp_path / "b.txt")
+    with beam.Pipeline() as pipeline:
+        read = pipeline | ReadTexts([gz, txt], {"text": "text"})
+        assert_that(read["rows"], lambda rows: sorted(rows) == sorted([
+            ((f"{gz}:1", f"{gz}:1"), {"text": "one"}), ((f"{gz}:2", f"{gz}:2"), {"text": "two"}),
+            ((f"{txt}:1", f"{txt}:1"), {"text": "three"})]) or 1 / 0, label="rows")
+        assert_that(read["dead_letters"], lambda dead: [d["source"] for d in dead] == [
+            f"{gz}:3"] or 1 / 0, label="dead letters")
