@@ -16,6 +16,10 @@ by `import kbert.beam`.
 
 from kbert._lazy import lazy_attributes
 
+# The runners kbert's commands take, and Beam's names for them.
+RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
+           "spark": "SparkRunner"}
+
 _LAZY = {
     "BatchInferenceSettings": "kbert.beam.pipeline",
     "PredictTexts": "kbert.beam.pipeline",

@@ -25,15 +25,13 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from kbert.beam import records
+from kbert.beam import RUNNERS, records
 from kbert.beam.inference import (DEFAULT_BATCH_SIZE, SavedModelHandler, resolve_saved_model,
                                   signature_io)
 from kbert.beam.sources import DeadLetter, InputRow, file_problem, parse_rows
 
 logger = logging.getLogger(__name__)
 
-RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
-           "spark": "SparkRunner"}
 NAMESPACE = "kbert"
 DEAD_LETTERS_SUFFIX = "-dead-letters"
 

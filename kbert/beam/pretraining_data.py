@@ -19,11 +19,13 @@ import os
 from typing import Sequence
 
 import apache_beam as beam
+import tensorflow as tf
 from apache_beam.metrics import Metrics
 
 from kbert.beam.pipeline import NAMESPACE, counts_by_name, pipeline_options
 from kbert.data import documents as documents_lib
 from kbert.data import tfrecords
+from kbert.text import Tokenizer
 
 COUNTERS = ("files", "documents", "lines", "tokens", "replaced_bytes", "cut_lines")
 
@@ -54,15 +56,10 @@ class _TokenizeFile(beam.DoFn):
         self._max_line_bytes = max_line_bytes
         self._counters = {name: Metrics.counter(NAMESPACE, name) for name in COUNTERS}
 
-    def setup(self):
-        # lazy: the tokenizer (TensorFlow, tf-text) is built on the worker
-        from kbert.text import Tokenizer
-
+    def setup(self):  # on the worker: the tokenizer's tables are not pickled
         self._tokenizer = Tokenizer(self._vocab, lowercase=self._lowercase)
 
     def process(self, item):
-        import tensorflow as tf
-
         index, path = item
         with tf.io.gfile.GFile(path, "rb") as f:
             replaced, cut = byte_counts(f, self._max_line_bytes)

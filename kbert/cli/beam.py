@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from kbert.beam import RUNNERS
+from kbert.beam.records import OUTPUT_FORMATS
 from kbert.cli.flags import command
-
-RUNNERS = ("direct", "dataflow", "flink", "spark")
-OUTPUT_FORMATS = ("jsonl", "tfrecord", "parquet")
 
 
 def add_job_flags(parser: argparse.ArgumentParser, input_flag: bool) -> None:
@@ -74,7 +73,8 @@ def _columns(items) -> dict[str, str]:
 def _run_job(args, model: str, export_options: dict) -> None:
     # lazy: Beam and TensorFlow
     from kbert.beam.models import job_saved_model
-    from kbert.beam.pipeline import BatchInferenceSettings, run_batch_inference
+    from kbert.beam.pipeline import (DEAD_LETTERS_SUFFIX, BatchInferenceSettings,
+                                     run_batch_inference)
 
     if not args.output:
         raise ValueError("a Beam job needs --output PREFIX")
@@ -85,7 +85,7 @@ def _run_job(args, model: str, export_options: dict) -> None:
         id_column=args.id_column, batch_size=args.batch_size, num_shards=args.num_shards,
         runner=args.runner or "direct", pipeline_args=tuple(args.pipeline_args)))
     print(f"{counts['results']} result(s) to {args.output}-*.{args.output_format}; "
-          f"{counts['dead_letters']} dead letter(s) to {args.output}-dead-letters-*.jsonl "
+          f"{counts['dead_letters']} dead letter(s) to {args.output}{DEAD_LETTERS_SUFFIX}-*.jsonl "
           f"({counts['rows']} row(s) read; model {saved_model})")
 
 

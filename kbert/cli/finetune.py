@@ -265,9 +265,7 @@ def _no_job_flags(args: argparse.Namespace) -> None:
     if args.pipeline_args:
         raise ValueError(f"unrecognized arguments: {' '.join(args.pipeline_args)}")
     if args.output or args.runner:
-        raise ValueError("--output / --runner run a Beam batch job: "
-                         + ("give --input FILES" if hasattr(args, "pair") else
-                            "give both --output PREFIX and --input FILES"))
+        raise ValueError("--output / --runner run a Beam batch job: give --input FILES")
 
 
 def embed_inputs(values, text_column: str = "text") -> list[str]:
