@@ -9,6 +9,9 @@ same Python strings and ends with numpy probabilities:
     kbert-fp32-fixed  the same with --length-multiple 0: every text padded to T (the
                       export before length-adaptive signatures)
     kbert-bf16        the default export with --precision bfloat16
+    kbert-fp32-frozen, kbert-bf16-frozen
+                      the same exports in a process with frozen weights
+                      (TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1), as `kbert serve` runs them
     pytorch           transformers BertForSequenceClassification, PyTorch eager, float32,
                       BertTokenizerFast with dynamic padding (padding=True: the batch's
                       longest text)
@@ -49,8 +52,9 @@ from bench_export import (_default_vocab, _softmax, add_common_args,  # noqa: E4
                           start_workers)
 from serving_common import real_texts  # noqa: E402
 
-SYSTEMS = ("kbert-fp32", "kbert-fp32-fixed", "kbert-bf16", "pytorch", "pytorch-bf16",
-           "onnxruntime", "onnxruntime-opt")
+SYSTEMS = ("kbert-fp32", "kbert-fp32-frozen", "kbert-fp32-fixed", "kbert-bf16",
+           "kbert-bf16-frozen", "pytorch", "pytorch-bf16", "onnxruntime", "onnxruntime-opt")
+FROZEN = "-frozen"  # the suffix of a system that runs another's export with frozen weights
 LABELS = ("negative", "positive")
 # -- artefacts (main process) ----------------------------------------------------------------
 
@@ -94,10 +98,11 @@ def prepare(args, work: str) -> dict:
                "kbert-fp32-fixed": dict(precision="float32", length_multiple=0),
                "kbert-bf16": dict(precision="bfloat16")}
     for system, options in exports.items():
-        if system in args.systems:
+        if {system, system + FROZEN} & set(args.systems):
             paths[system] = export_saved_model(paths["model_dir"], root, name=system,
                                                version=1, warmup=False, models_config=False,
                                                **options)
+            paths[system + FROZEN] = paths[system]
     if {"onnxruntime", "onnxruntime-opt"} & set(args.systems):
         paths["onnxruntime"] = export_onnx(paths["hf_dir"], paths["head"],
                                            os.path.join(work, "model.onnx"), args.seq_len)
@@ -115,6 +120,9 @@ def prepare(args, work: str) -> dict:
 def make_runner(system: str, paths: dict, seq_len: int, threads: int):
     """A function list[str] -> probabilities float32 [B, C], end to end."""
     if system.startswith("kbert"):
+        if system.endswith(FROZEN):  # before TF builds any product kernel in this process
+            from kbert.serving import frozen_weights
+            frozen_weights.configure(True)
         import tensorflow as tf
         from kbert.export import load
         serve = load(paths[system]).signatures["serving_default"]
@@ -229,7 +237,7 @@ def main(argv=None) -> int:
 def _rivals(system: str) -> tuple[str, ...]:
     """Equal precision: bf16 against PyTorch under bf16 autocast; the rest against float32
     PyTorch and ONNX Runtime."""
-    if system.endswith("bf16"):
+    if "bf16" in system:
         return ("pytorch-bf16",)
     return ("pytorch", "onnxruntime", "onnxruntime-opt")
 
@@ -248,7 +256,8 @@ def _print_table(results: dict, args) -> None:
               f"{r['throughput']:>12.1f} {r['max_abs_diff']:>10.2e}")
     print("\nRatios at equal precision (latency: rival / kbert, > 1 = kbert faster; "
           "throughput: kbert / rival):")
-    for system in ("kbert-fp32", "kbert-fp32-fixed", "kbert-bf16"):
+    for system in ("kbert-fp32", "kbert-fp32-frozen", "kbert-fp32-fixed", "kbert-bf16",
+                   "kbert-bf16-frozen"):
         if system not in results:
             continue
         r = results[system]
@@ -257,6 +266,12 @@ def _print_table(results: dict, args) -> None:
                 o = results[rival]
                 print(f"  {system} vs {rival}: batch 1 {o['batch1_ms'] / r['batch1_ms']:.2f}x, "
                       f"batch {b} {r['throughput'] / o['throughput']:.2f}x")
+    for system in ("kbert-fp32", "kbert-bf16"):
+        if system in results and system + FROZEN in results:
+            a, f = results[system + FROZEN], results[system]
+            print(f"  {system + FROZEN} vs {system}: "
+                  f"batch 1 {f['batch1_ms'] / a['batch1_ms']:.2f}x, "
+                  f"batch {b} {a['throughput'] / f['throughput']:.2f}x")
     if "kbert-fp32" in results and "kbert-fp32-fixed" in results:
         a, f = results["kbert-fp32"], results["kbert-fp32-fixed"]
         print(f"  kbert-fp32 (length-adaptive) vs kbert-fp32-fixed (T={args.seq_len}): "

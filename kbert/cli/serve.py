@@ -16,8 +16,11 @@ def _serve_command(args: argparse.Namespace) -> None:
     version of each NAME, new versions picked up while running."""
     from kbert.serving.batching import (BatchingParameters,  # lazy: protobuf, numpy
                                         read_batching_parameters)
+    from kbert.serving import frozen_weights  # lazy: TensorFlow's protos
     from kbert.serving.server import ModelServer, serve  # lazy: gRPC and TensorFlow
 
+    # Before any model loads: TF reads the setting when it builds its first product kernel.
+    frozen = frozen_weights.configure(not args.no_frozen_weights)
     if args.batching_parameters_file and not args.enable_batching:
         raise ValueError("--batching_parameters_file is only read with --enable_batching")
     batching = None
@@ -36,8 +39,9 @@ def _serve_command(args: argparse.Namespace) -> None:
             b = s.batching
             rest += (f"; batching up to {b.max_batch_size} rows, timeout "
                      f"{b.batch_timeout_micros} us, {b.num_batch_threads} batch threads")
+        mode = "frozen weights; " if frozen else ""
         print(f"serving {', '.join(s.registry.names()) or 'no model yet'} from {s.root}: "
-              f"gRPC {s.host}:{s.port}{rest} (Ctrl-C or SIGTERM stops)", flush=True)
+              f"gRPC {s.host}:{s.port}{rest} ({mode}Ctrl-C or SIGTERM stops)", flush=True)
 
     serve(server, on_ready=ready)
 
@@ -60,6 +64,12 @@ def add_parsers(commands) -> None:
     p.add_argument("--threads", type=int, default=16, help="requests served at once")
     p.add_argument("--no-warmup", action="store_true",
                    help="do not replay assets.extra/tf_serving_warmup_requests")
+    p.add_argument("--no-frozen-weights", action="store_true",
+                   help="let TF's oneDNN kernels repack weight matrices at every call "
+                        "(TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=0) instead of once per model: "
+                        "slower at small batches, needed only for a model that multiplies "
+                        "by a matrix computed from each request, which kbert serve "
+                        "otherwise refuses to load")
     # TF Serving's own spellings are accepted too, so that its command lines carry over.
     p.add_argument("--enable-batching", "--enable_batching", action="store_true",
                    help="merge concurrent requests to a signature into one call, as "

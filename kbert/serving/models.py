@@ -41,6 +41,7 @@ from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
 from kbert.export.inspect import load
 from kbert.export.layout import INFO_FILE, SAVED_MODEL_FILE, WARMUP_FILE
+from kbert.serving import frozen_weights
 from kbert.serving.batching import ROW_INDEX_OUTPUTS, Batcher, BatchingParameters
 from kbert.serving.errors import ServingError, not_found, status_code
 
@@ -120,8 +121,11 @@ def load_servable(name: str, version: int, path: str,
     through its batcher when `batching` is given (as TF Serving warms up).
 
     Raises whatever loading raises; a warm-up request that fails fails the load, as in
-    TF Serving.
+    TF Serving. In a process with frozen weights (`kbert.serving.frozen_weights`), a
+    SavedModel the mode would get wrong fails with FAILED_PRECONDITION before it loads.
     """
+    if frozen_weights.is_enabled():
+        frozen_weights.check_saved_model(path, name, version)
     loaded = load(path)  # registers the tf-text ops; MissingOpError names a missing op
     servable = Servable(name=name, version=version, path=path,
                         signature_defs=read_signature_defs(path),
