@@ -24,6 +24,7 @@ from kbert.convert.references import resolve_model
 from kbert.export.settings import PRECISIONS
 from kbert.io.model_dir import (MLM_HEAD_KEYS, WEIGHTS_FILE, assign_encoder_weights,
                                 read_checkpoint)
+from kbert.layers import products_per_row_class
 from kbert.models.encoder import build_encoder
 from kbert.models.pretrainer import assign_weights, build_pretrainer
 from kbert.tasks.embeddings import check_pooling, embedding_features, embedding_serving_outputs
@@ -171,8 +172,11 @@ class ServingModule(tf.Module):
                 a `tf.cond`.
         """
         specs = [tf.TensorSpec(input_shape, tf.string, name=name) for name in self.input_names]
-        return {name: self._wrap(fn, guard_empty).get_concrete_function(*specs)
-                for name, fn in self._functions.items()}
+        # The encoder once per packed-weight layout, for servers with frozen weights
+        # (kbert.serving.frozen_weights); a TFLite model is traced without.
+        with products_per_row_class():
+            return {name: self._wrap(fn, guard_empty).get_concrete_function(*specs)
+                    for name, fn in self._functions.items()}
 
     def _wrap(self, fn: ServingFn, guard_empty: bool):
         names = self.input_names
