@@ -12,6 +12,7 @@ ops; docs/FIELD_NOTES.md, "TFLite").
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Callable, Mapping
@@ -160,8 +161,8 @@ class ServingModule(tf.Module):
         specs = [tf.TensorSpec([None], tf.string, name=name) for name in self.input_names]
         return self._wrap(self._tflite_function, guard_empty).get_concrete_function(*specs)
 
-    def concrete_functions(self, input_shape=None, guard_empty: bool = True
-                           ) -> dict[str, Callable]:
+    def concrete_functions(self, input_shape=None, guard_empty: bool = True,
+                           per_row_class: bool = False) -> dict[str, Callable]:
         """Signature name -> concrete function taking the named string inputs.
 
         Args:
@@ -170,11 +171,14 @@ class ServingModule(tf.Module):
             guard_empty: answer an empty batch with empty outputs without running the
                 model on it (Keras' gather in the masked-LM head fails on B = 0); adds
                 a `tf.cond`.
+            per_row_class: write the float32 encoder once per oneDNN packed-weight
+                layout (`kbert.layers.per_row_class`), for servers with frozen weights
+                (`kbert.serving.frozen_weights`). `kbert export` asks for it in
+                length-adaptive exports; a fixed-T export (the only kind converted to
+                TFLite from its SavedModel) and TFLite functions are traced without.
         """
         specs = [tf.TensorSpec(input_shape, tf.string, name=name) for name in self.input_names]
-        # The encoder once per packed-weight layout, for servers with frozen weights
-        # (kbert.serving.frozen_weights); a TFLite model is traced without.
-        with products_per_row_class():
+        with products_per_row_class() if per_row_class else contextlib.nullcontext():
             return {name: self._wrap(fn, guard_empty).get_concrete_function(*specs)
                     for name, fn in self._functions.items()}
 
