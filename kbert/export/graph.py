@@ -12,7 +12,6 @@ ops; docs/FIELD_NOTES.md, "TFLite").
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from typing import Callable, Mapping
@@ -25,7 +24,6 @@ from kbert.convert.references import resolve_model
 from kbert.export.settings import PRECISIONS
 from kbert.io.model_dir import (MLM_HEAD_KEYS, WEIGHTS_FILE, assign_encoder_weights,
                                 read_checkpoint)
-from kbert.layers import products_per_row_class
 from kbert.models.encoder import build_encoder
 from kbert.models.pretrainer import assign_weights, build_pretrainer
 from kbert.tasks.embeddings import check_pooling, embedding_features, embedding_serving_outputs
@@ -161,8 +159,8 @@ class ServingModule(tf.Module):
         specs = [tf.TensorSpec([None], tf.string, name=name) for name in self.input_names]
         return self._wrap(self._tflite_function, guard_empty).get_concrete_function(*specs)
 
-    def concrete_functions(self, input_shape=None, guard_empty: bool = True,
-                           per_row_class: bool = False) -> dict[str, Callable]:
+    def concrete_functions(self, input_shape=None, guard_empty: bool = True
+                           ) -> dict[str, Callable]:
         """Signature name -> concrete function taking the named string inputs.
 
         Args:
@@ -171,16 +169,10 @@ class ServingModule(tf.Module):
             guard_empty: answer an empty batch with empty outputs without running the
                 model on it (Keras' gather in the masked-LM head fails on B = 0); adds
                 a `tf.cond`.
-            per_row_class: write the float32 encoder once per oneDNN packed-weight
-                layout (`kbert.layers.per_row_class`), for servers with frozen weights
-                (`kbert.serving.frozen_weights`). `kbert export` asks for it in
-                length-adaptive exports; a fixed-T export (the only kind converted to
-                TFLite from its SavedModel) and TFLite functions are traced without.
         """
         specs = [tf.TensorSpec(input_shape, tf.string, name=name) for name in self.input_names]
-        with products_per_row_class() if per_row_class else contextlib.nullcontext():
-            return {name: self._wrap(fn, guard_empty).get_concrete_function(*specs)
-                    for name, fn in self._functions.items()}
+        return {name: self._wrap(fn, guard_empty).get_concrete_function(*specs)
+                for name, fn in self._functions.items()}
 
     def _wrap(self, fn: ServingFn, guard_empty: bool):
         names = self.input_names

@@ -99,8 +99,7 @@ def export_saved_model(model_dir: str | os.PathLike, out_root: str | os.PathLike
 
     graph = build_serving_graph(model_dir, **settings.graph_options())
     module = ServingModule(graph)
-    # Length-adaptive batches alternate between oneDNN's two packed-weight layouts.
-    signatures = module.concrete_functions(per_row_class=bool(graph.length_multiple))
+    signatures = module.concrete_functions()
     info = export_info(graph, model_dir, settings.precision)
     try:
         _write(module, signatures, out, name, graph.examples if settings.warmup else None,

@@ -8,7 +8,7 @@ The token and position embeddings come from keras-hub (`ReversibleEmbedding`,
 safe mode (no `Lambda` layers).
 """
 
-from kbert.layers._cpu_ops import per_row_class, products_per_row_class, static_size
+from kbert.layers._cpu_ops import static_size
 from kbert.layers.activations import gelu_approximate, gelu_exact, get_activation
 from kbert.layers.dropout import Dropout
 from kbert.layers.layer_norm import LayerNorm, layer_norm
@@ -16,5 +16,4 @@ from kbert.layers.masked_lm_head import MaskedLMHead
 from kbert.layers.transformer_block import TransformerBlock
 
 __all__ = ["Dropout", "LayerNorm", "MaskedLMHead", "TransformerBlock", "gelu_approximate",
-           "gelu_exact", "get_activation", "layer_norm", "per_row_class",
-           "products_per_row_class", "static_size"]
+           "gelu_exact", "get_activation", "layer_norm", "static_size"]

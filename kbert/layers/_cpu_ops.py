@@ -4,9 +4,6 @@ Private to `kbert.layers`: each helper computes exactly what its plain form comp
 (tests compare them); docs/PERF_LAYERS.md has the measurements behind each one.
 """
 
-import contextlib
-import threading
-
 import tensorflow as tf
 
 def static_size(x, axis: int):
@@ -59,36 +56,3 @@ def key_without_bias(key, bias):
             return upstream, tf.zeros_like(bias)
         return tf.identity(key), grad
     return identity(key, bias)
-
-
-# Rows M of a float32 product for which oneDNN (AVX-512) packs the weights as AB16b32a;
-# M = 1 and M >= 81 get AB16b64a (bfloat16 has one layout for every M). FIELD_NOTES
-# "Frozen weights".
-_B32A_ROWS = (2, 80)
-_tracing = threading.local()
-
-
-@contextlib.contextmanager
-def products_per_row_class():
-    """Functions traced under this context compute `per_row_class` calls in two copies.
-    For serving graphs: with frozen weights (`kbert serve`) each TF product kernel keeps
-    one packed copy of its weights, in the layout of its first call's row count, and
-    repacks them at every call whose rows want the other layout; with a copy of the
-    products per layout, each kernel keeps the one it uses."""
-    before = getattr(_tracing, "on", False)
-    _tracing.on = True
-    try:
-        yield
-    finally:
-        _tracing.on = before
-
-
-def per_row_class(rows, dtype, compute):
-    """`compute()` (no arguments), written twice behind a `tf.cond` on `rows` (a scalar
-    int32 tensor: the rows of its products) when traced under `products_per_row_class`
-    with float32 `dtype`: one copy runs for 2 <= rows <= 80, the other for the rest.
-    Otherwise simply `compute()`. Same values either way."""
-    if not getattr(_tracing, "on", False) or tf.as_dtype(dtype) != tf.float32:
-        return compute()
-    low, high = _B32A_ROWS
-    return tf.cond(tf.logical_and(rows >= low, rows <= high), compute, compute)

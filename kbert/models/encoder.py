@@ -24,7 +24,7 @@ from kbert.config import BertConfig
 from kbert.convert.references import resolve_model
 from kbert.io.model_dir import assign_encoder_weights, read_checkpoint
 from kbert.layers import (Dropout, LayerNorm, TransformerBlock, get_activation,
-                          per_row_class, static_size)
+                          static_size)
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 # The encoder's name, and so its layer name inside a task model built on it.
@@ -149,22 +149,14 @@ class BertEncoder(keras.Model):
         """
         training = bool(training)
         features = {name: _int32(features[name]) for name in INPUT_NAMES}
-
-        def blocks():
-            x = self.embed(features, training)
-            outputs = []
-            last = len(self.transformer_layers) - 1
-            for i, block in enumerate(self.transformer_layers):
-                x = block(x, padding_mask=features["padding_mask"], training=training,
-                          query_positions=positions if i == last else None)
-                outputs.append(x)
-            return outputs if every_layer else x
-        if training:
-            return blocks()
-        # A serving export computes small and large batches in separate copies (their
-        # products want different packed-weight layouts; `per_row_class`).
-        shape = tf.shape(features["token_ids"])
-        return per_row_class(shape[0] * shape[1], self.compute_dtype, blocks)
+        x = self.embed(features, training)
+        outputs = []
+        last = len(self.transformer_layers) - 1
+        for i, block in enumerate(self.transformer_layers):
+            x = block(x, padding_mask=features["padding_mask"], training=training,
+                      query_positions=positions if i == last else None)
+            outputs.append(x)
+        return outputs if every_layer else x
 
     def cls_outputs(self, features, training=None) -> dict:
         """The outputs at [CLS] only (a classifier's, CLS / pooled embeddings'): `rows`

@@ -208,27 +208,3 @@ def test_kbert_serve_refuses_what_frozen_weights_would_get_wrong(tmp_path, unsaf
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
-
-
-def test_the_encoder_is_written_once_per_packed_layout_only_when_asked():
-    """`per_row_class` writes its computation twice behind a cond for float32 under
-    `products_per_row_class` (how exports are traced), once otherwise; same values."""
-    from kbert.layers import per_row_class, products_per_row_class
-
-    weights = tf.Variable(np.arange(16, dtype=np.float32).reshape(4, 4))
-
-    def traced(dtype):
-        fn = tf.function(lambda x: per_row_class(tf.shape(x)[0], dtype,
-                                                 lambda: tf.matmul(x, weights)))
-        return fn.get_concrete_function(tf.TensorSpec([None, 4], tf.float32))
-
-    def conds(function):
-        return sum(op.type in ("If", "StatelessIf") for op in function.graph.get_operations())
-
-    with products_per_row_class():
-        split, bf16 = traced(tf.float32), traced(tf.bfloat16)
-    plain = traced(tf.float32)
-    assert (conds(split), conds(bf16), conds(plain)) == (1, 0, 0)
-    for rows in (1, 2, 80, 81, 300):
-        x = tf.constant(np.random.default_rng(rows).standard_normal((rows, 4)), tf.float32)
-        np.testing.assert_allclose(split(x), plain(x), rtol=1e-6)
