@@ -12,7 +12,7 @@ from kbert.export.graph import ServingModule, build_serving_graph
 from kbert.tasks import TaskSpec
 from kbert.text import Tokenizer
 from helpers.paths import FIXTURES
-from helpers.tiny import save_tiny_model, save_tiny_task_model, tiny_config
+from helpers.tiny import kind_model_dir, tiny_config
 
 VOCAB = os.path.join(FIXTURES, "tokenizer", "vocab.txt")
 T = 32
@@ -25,18 +25,7 @@ PAIRS = ["ok", "the dog", "something", "", "no", "the cat sat on the mat " * 5, 
 def _model_dir(root, kind):
     """A tiny model directory of `kind`; large initial weights make the outputs differ."""
     config = tiny_config(Tokenizer(VOCAB).vocabulary_size, initializer_range=0.3)
-    if kind in ("embedding", "fill-mask"):
-        return save_tiny_model(root / kind, VOCAB, config=config, seed=3,
-                               pretraining_heads=kind == "fill-mask")
-    spec = {"classification": TaskSpec("classification", labels=("a", "b", "c"), seq_len=T,
-                                       doc_stride=12),
-            "pair": TaskSpec("classification", labels=("a", "b"), seq_len=T, pair=True),
-            "regression": TaskSpec("regression", seq_len=T),
-            "tagging": TaskSpec("tagging", labels=("O", "B-X", "I-X"), seq_len=T,
-                                doc_stride=10, tag_scheme="IOB2"),
-            "qa": TaskSpec("qa", seq_len=T, doc_stride=8, max_query_length=8,
-                           max_answer_length=6, n_best=20)}[kind]
-    return save_tiny_task_model(root / kind, spec, VOCAB, config=config, seed=3)[0]
+    return kind_model_dir(root, kind, VOCAB, config, T)
 
 
 def _inputs(names, texts):

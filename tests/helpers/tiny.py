@@ -98,3 +98,26 @@ def save_tiny_task_model(path: str | os.PathLike, spec: TaskSpec, vocab=VOCAB, *
 
 def _tokens(vocab) -> tuple[str, ...]:
     return read_vocab(vocab) if isinstance(vocab, (str, os.PathLike)) else tuple(vocab)
+
+
+EXPORT_KINDS = ("classification", "pair", "regression", "tagging", "qa", "embedding",
+                "fill-mask")
+
+
+def kind_model_dir(root, kind: str, vocab, config: BertConfig, seq_len: int,
+                   seed: int = 3) -> str:
+    """A tiny model directory at ROOT/KIND for one of EXPORT_KINDS (classification with
+    windows, a pair classifier, regression, an IOB2 tagger with windows, QA with windows,
+    a pre-trained encoder for embedding / fill-mask), built from `config`."""
+    if kind in ("embedding", "fill-mask"):
+        return save_tiny_model(root / kind, vocab, config=config, seed=seed,
+                               pretraining_heads=kind == "fill-mask")
+    spec = {"classification": TaskSpec("classification", labels=("a", "b", "c"),
+                                       seq_len=seq_len, doc_stride=12),
+            "pair": TaskSpec("classification", labels=("a", "b"), seq_len=seq_len, pair=True),
+            "regression": TaskSpec("regression", seq_len=seq_len),
+            "tagging": TaskSpec("tagging", labels=("O", "B-X", "I-X"), seq_len=seq_len,
+                                doc_stride=10, tag_scheme="IOB2"),
+            "qa": TaskSpec("qa", seq_len=seq_len, doc_stride=8, max_query_length=8,
+                           max_answer_length=6, n_best=20)}[kind]
+    return save_tiny_task_model(root / kind, spec, vocab, config=config, seed=seed)[0]

@@ -19,11 +19,10 @@ from kbert.export import export_saved_model
 from kbert.serving import PredictionClient, ServingError
 from kbert.serving.frozen_weights import (ENV, check_saved_model, computed_weights,
                                           configure, is_enabled)
-from kbert.tasks import TaskSpec
 from kbert.text import Tokenizer
 from helpers.paths import FIXTURES, REPO
 from helpers.serving_models import wait_until
-from helpers.tiny import save_tiny_model, save_tiny_task_model, tiny_config
+from helpers.tiny import EXPORT_KINDS, kind_model_dir, tiny_config
 
 VOCAB = os.path.join(FIXTURES, "tokenizer", "vocab.txt")
 T = 32
@@ -82,17 +81,7 @@ def _model_dir(root, kind):
     (and their cache) as it does for real models."""
     config = tiny_config(Tokenizer(VOCAB).vocabulary_size, hidden_dim=256,
                          intermediate_dim=1024, num_heads=4, initializer_range=0.3)
-    if kind in ("embedding", "fill-mask"):
-        return save_tiny_model(root / kind, VOCAB, config=config, seed=3,
-                               pretraining_heads=kind == "fill-mask")
-    spec = {"classification": TaskSpec("classification", labels=("a", "b", "c"), seq_len=T),
-            "pair": TaskSpec("classification", labels=("a", "b"), seq_len=T, pair=True),
-            "regression": TaskSpec("regression", seq_len=T),
-            "tagging": TaskSpec("tagging", labels=("O", "B-X", "I-X"), seq_len=T,
-                                doc_stride=10, tag_scheme="IOB2"),
-            "qa": TaskSpec("qa", seq_len=T, doc_stride=8, max_query_length=8,
-                           max_answer_length=6, n_best=5)}[kind]
-    return save_tiny_task_model(root / kind, spec, VOCAB, config=config, seed=3)[0]
+    return kind_model_dir(root, kind, VOCAB, config, T)
 
 
 def _save_unsafe(path):
@@ -139,10 +128,8 @@ def test_every_kind_answers_as_without_frozen_weights(tmp_path, unsafe):
     """Each kind's export, called in a process with frozen weights (batch 1 first, then
     other batch sizes and lengths), gives this process's answers; in that same process
     the unsafe model answers its later calls from its first (so the mode was on)."""
-    kinds = ("classification", "pair", "regression", "tagging", "qa", "embedding",
-             "fill-mask")
     exports = {}
-    for kind in kinds:
+    for kind in EXPORT_KINDS:
         options = {"kind": "fill-mask", "top_k": 3} if kind == "fill-mask" else {}
         if kind in ("embedding", "fill-mask"):
             options["seq_len"] = T
